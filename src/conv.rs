@@ -1,0 +1,229 @@
+//! The public entry points: validate, choose a kernel, run it.
+
+use crate::error::{ConvError, Result};
+use crate::geometry::Geometry;
+use crate::kernel::depthwise::{self, DepthwiseWeights};
+use crate::kernel::gemm::{self, PackedWeights};
+use crate::kernel::microkernel::MicroKernel;
+use crate::kernel::{Algorithm, ComputeOptions, Element};
+use crate::params::{Conv1dParams, DataFormat};
+use crate::reference::reference_into;
+use ndarray::{Array3, ArrayView1, ArrayView3, ArrayViewMut3};
+
+/// Convolves `x` with a Keras-layout `kernel` of shape `(kernel_size, in_channels / groups, filters)`
+/// and adds `bias`, returning a new array in `params.data_format`.
+///
+/// ```
+/// use conv1d_rs::{conv1d, Conv1dParams, Padding};
+/// use ndarray::{array, Array3};
+///
+/// // One sequence of 5 steps with 1 channel; a 2-tap moving sum into 1 filter.
+/// let x = Array3::from_shape_vec((1, 5, 1), vec![1.0_f32, 2.0, 3.0, 4.0, 5.0]).unwrap();
+/// let kernel = Array3::from_elem((2, 1, 1), 1.0_f32);
+/// let y = conv1d(x.view(), kernel.view(), None, &Conv1dParams::new()).unwrap();
+/// assert_eq!(y.into_raw_vec_and_offset().0, vec![3.0, 5.0, 7.0, 9.0]);
+///
+/// let causal = Conv1dParams::new().padding(Padding::Causal);
+/// let y = conv1d(x.view(), kernel.view(), Some(array![10.0_f32].view()), &causal).unwrap();
+/// assert_eq!(y.shape(), &[1, 5, 1]);
+/// assert_eq!(y[[0, 0, 0]], 11.0);
+/// ```
+pub fn conv1d<T: Element>(
+    x: ArrayView3<T>,
+    kernel: ArrayView3<T>,
+    bias: Option<ArrayView1<T>>,
+    params: &Conv1dParams,
+) -> Result<Array3<T>> {
+    conv1d_with(x, kernel, bias, params, &ComputeOptions::default())
+}
+
+/// [`conv1d`] with an explicit algorithm, instruction set and threading choice.
+pub fn conv1d_with<T: Element>(
+    x: ArrayView3<T>,
+    kernel: ArrayView3<T>,
+    bias: Option<ArrayView1<T>>,
+    params: &Conv1dParams,
+    options: &ComputeOptions,
+) -> Result<Array3<T>> {
+    check_kernel_groups(kernel.dim(), params.groups)?;
+    PreparedKernel::new(kernel, params.groups, options)?.forward(x, bias, params)
+}
+
+/// [`conv1d`] writing into a caller's buffer of the output shape, for buffer reuse.
+///
+/// ```
+/// use conv1d_rs::{conv1d_into, Conv1dParams};
+/// use ndarray::Array3;
+/// let x = Array3::<f64>::ones((2, 8, 3));
+/// let kernel = Array3::<f64>::ones((3, 3, 4));
+/// let mut out = Array3::<f64>::zeros((2, 6, 4));
+/// conv1d_into(x.view(), kernel.view(), None, &Conv1dParams::new(), out.view_mut()).unwrap();
+/// assert!(out.iter().all(|&v| v == 9.0));
+/// ```
+pub fn conv1d_into<T: Element>(
+    x: ArrayView3<T>,
+    kernel: ArrayView3<T>,
+    bias: Option<ArrayView1<T>>,
+    params: &Conv1dParams,
+    out: ArrayViewMut3<T>,
+) -> Result<()> {
+    check_kernel_groups(kernel.dim(), params.groups)?;
+    PreparedKernel::new(kernel, params.groups, &ComputeOptions::default())?.forward_into(x, bias, params, out)
+}
+
+fn check_kernel_groups((_, _, filters): (usize, usize, usize), groups: usize) -> Result<()> {
+    if groups == 0 {
+        return Err(ConvError::InvalidParameter { name: "groups", message: "must be a positive integer; received groups=0".into() });
+    }
+    if filters % groups != 0 {
+        return Err(ConvError::ShapeMismatch(format!(
+            "The number of filters must be evenly divisible by the number of groups. Received: groups={groups}, filters={filters}."
+        )));
+    }
+    Ok(())
+}
+
+/// A kernel packed once for repeated calls (the layer keeps one between calls).
+///
+/// ```
+/// use conv1d_rs::{Conv1dParams, ComputeOptions, PreparedKernel};
+/// use ndarray::Array3;
+/// let kernel = Array3::<f32>::ones((3, 4, 8));
+/// let prepared = PreparedKernel::new(kernel.view(), 1, &ComputeOptions::default()).unwrap();
+/// let x = Array3::<f32>::ones((2, 10, 4));
+/// let y = prepared.forward(x.view(), None, &Conv1dParams::new()).unwrap();
+/// assert_eq!(y.shape(), &[2, 8, 8]);
+/// ```
+#[derive(Clone)]
+pub struct PreparedKernel<T: Element> {
+    kernel_shape: [usize; 3],
+    groups: usize,
+    options: ComputeOptions,
+    packed: Packed<T>,
+}
+
+#[derive(Clone)]
+enum Packed<T: Element> {
+    Gemm(PackedWeights<T>, MicroKernel<T>),
+    Depthwise(DepthwiseWeights<T>),
+    Reference(Array3<T>),
+}
+
+impl<T: Element> PreparedKernel<T> {
+    /// Packs `kernel` (Keras layout) for `groups` groups, choosing the algorithm from its shape.
+    pub fn new(kernel: ArrayView3<T>, groups: usize, options: &ComputeOptions) -> Result<Self> {
+        let (kernel_size, in_per_group, filters) = kernel.dim();
+        check_kernel_groups((kernel_size, in_per_group, filters), groups)?;
+        kernel_size
+            .checked_mul(in_per_group)
+            .and_then(|v| v.checked_mul(filters))
+            .filter(|&n| n <= isize::MAX as usize / 64)
+            .ok_or_else(|| ConvError::TooLarge(format!("kernel of shape {:?} is too large", kernel.dim())))?;
+        let depthwise_shape = in_per_group == 1 && filters == groups;
+        let algorithm = match options.algorithm {
+            Algorithm::Auto if depthwise_shape => Algorithm::Depthwise,
+            Algorithm::Auto => Algorithm::Gemm,
+            Algorithm::Depthwise if !depthwise_shape => {
+                return Err(ConvError::InvalidParameter {
+                    name: "algorithm",
+                    message: format!(
+                        "the depthwise kernel needs in_channels == groups == filters; kernel shape {:?} with groups={groups}",
+                        kernel.dim()
+                    ),
+                })
+            }
+            chosen => chosen,
+        };
+        let packed = match algorithm {
+            Algorithm::Depthwise => Packed::Depthwise(DepthwiseWeights::new(kernel)),
+            Algorithm::Reference => Packed::Reference(kernel.to_owned()),
+            _ => {
+                let mk = T::microkernel(options.simd);
+                Packed::Gemm(PackedWeights::new(kernel, groups, mk.nr), mk)
+            }
+        };
+        Ok(PreparedKernel { kernel_shape: [kernel_size, in_per_group, filters], groups, options: *options, packed })
+    }
+
+    /// The algorithm this kernel was packed for.
+    pub fn algorithm(&self) -> Algorithm {
+        match self.packed {
+            Packed::Gemm(..) => Algorithm::Gemm,
+            Packed::Depthwise(_) => Algorithm::Depthwise,
+            Packed::Reference(_) => Algorithm::Reference,
+        }
+    }
+
+    /// Checks the shapes against this kernel and returns the call's geometry.
+    pub fn geometry(&self, x_shape: [usize; 3], bias_len: Option<usize>, params: &Conv1dParams) -> Result<Geometry> {
+        if params.groups != self.groups {
+            return Err(ConvError::InvalidParameter {
+                name: "groups",
+                message: format!("the kernel was prepared for groups={}, received groups={}", self.groups, params.groups),
+            });
+        }
+        Geometry::new(x_shape, self.kernel_shape, bias_len, params)
+    }
+
+    /// Convolves `x`, returning a new array.
+    pub fn forward(&self, x: ArrayView3<T>, bias: Option<ArrayView1<T>>, params: &Conv1dParams) -> Result<Array3<T>> {
+        let geo = self.geometry(dims(&x), bias.map(|b| b.len()), params)?;
+        let mut data = try_zeroed::<T>(geo.output_len()?)?;
+        self.run(&geo, x, bias, &mut data);
+        Array3::from_shape_vec(geo.output_shape(), data).map_err(|e| ConvError::ShapeMismatch(e.to_string()))
+    }
+
+    /// Convolves `x` into `out`, which must have the output shape.
+    pub fn forward_into(
+        &self,
+        x: ArrayView3<T>,
+        bias: Option<ArrayView1<T>>,
+        params: &Conv1dParams,
+        mut out: ArrayViewMut3<T>,
+    ) -> Result<()> {
+        let geo = self.geometry(dims(&x), bias.map(|b| b.len()), params)?;
+        let expected = geo.output_shape();
+        let received = dims(&out.view());
+        if expected != received {
+            return Err(ConvError::OutputShape { expected, received });
+        }
+        match out.as_slice_mut() {
+            Some(slice) => self.run(&geo, x, bias, slice),
+            None => {
+                let mut data = try_zeroed::<T>(geo.output_len()?)?;
+                self.run(&geo, x, bias, &mut data);
+                let result = ArrayView3::from_shape(expected, &data).map_err(|e| ConvError::ShapeMismatch(e.to_string()))?;
+                out.assign(&result);
+            }
+        }
+        Ok(())
+    }
+
+    fn run(&self, geo: &Geometry, x: ArrayView3<T>, bias: Option<ArrayView1<T>>, out: &mut [T]) {
+        // Kernels index (batch, steps, channels) whatever the caller's layout.
+        let x = match geo.data_format {
+            DataFormat::ChannelsLast => x,
+            DataFormat::ChannelsFirst => x.permuted_axes([0, 2, 1]),
+        };
+        let parallel = self.options.parallel;
+        match &self.packed {
+            Packed::Gemm(weights, mk) => gemm::run(geo, x, weights, bias, *mk, parallel, out),
+            Packed::Depthwise(weights) => depthwise::run(geo, x, weights, bias, self.options.simd, parallel, out),
+            Packed::Reference(kernel) => reference_into(geo, x, kernel.view(), bias, out),
+        }
+    }
+}
+
+fn dims<T>(a: &ArrayView3<T>) -> [usize; 3] {
+    let (p, q, r) = a.dim();
+    [p, q, r]
+}
+
+/// A zeroed buffer, or an error instead of the abort a failed allocation would cause.
+pub(crate) fn try_zeroed<T: Element>(len: usize) -> Result<Vec<T>> {
+    let mut data = Vec::new();
+    data.try_reserve_exact(len)
+        .map_err(|_| ConvError::TooLarge(format!("cannot allocate {len} output elements")))?;
+    data.resize(len, T::zero());
+    Ok(data)
+}

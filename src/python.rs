@@ -1,0 +1,179 @@
+//! The Python extension module `conv1d_rs._core`: the only code that names pyo3 or numpy.
+//! Argument normalisation and Keras semantics live in the Python package; this module
+//! converts arrays, releases the GIL around the compute and maps errors to exceptions.
+
+use crate::{Algorithm, ComputeOptions, Conv1dParams, ConvError, DataFormat, Element, Padding, PreparedKernel, Simd};
+use numpy::{IntoPyArray, PyArray3, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray3, PyUntypedArray, PyUntypedArrayMethods};
+use pyo3::exceptions::{PyMemoryError, PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+impl From<ConvError> for PyErr {
+    fn from(err: ConvError) -> PyErr {
+        match err {
+            ConvError::TooLarge(_) => PyMemoryError::new_err(err.to_string()),
+            _ => PyValueError::new_err(err.to_string()),
+        }
+    }
+}
+
+fn parse_options(algorithm: &str, simd: &str, parallel: bool) -> PyResult<ComputeOptions> {
+    let algorithm = match algorithm {
+        "auto" => Algorithm::Auto,
+        "gemm" => Algorithm::Gemm,
+        "depthwise" => Algorithm::Depthwise,
+        "reference" => Algorithm::Reference,
+        other => {
+            return Err(PyValueError::new_err(format!(
+                "algorithm must be one of 'auto', 'gemm', 'depthwise', 'reference'; received {other:?}"
+            )))
+        }
+    };
+    let simd = match simd {
+        "auto" => Simd::Auto,
+        "portable" => Simd::Portable,
+        other => return Err(PyValueError::new_err(format!("simd must be 'auto' or 'portable'; received {other:?}"))),
+    };
+    Ok(ComputeOptions { algorithm, simd, parallel })
+}
+
+fn parse_params(strides: usize, padding: &str, data_format: &str, dilation_rate: usize, groups: usize) -> PyResult<Conv1dParams> {
+    let params = Conv1dParams {
+        strides,
+        dilation_rate,
+        groups,
+        padding: padding.parse::<Padding>()?,
+        data_format: data_format.parse::<DataFormat>()?,
+    };
+    params.validate()?;
+    Ok(params)
+}
+
+/// Runs `f` without the GIL; a panic becomes a RuntimeError instead of crossing into Python.
+fn compute<R: Send>(py: Python<'_>, f: impl FnOnce() -> crate::Result<R> + Send) -> PyResult<R> {
+    match py.detach(|| catch_unwind(AssertUnwindSafe(f))) {
+        Ok(result) => Ok(result?),
+        Err(_) => Err(PyRuntimeError::new_err("internal error in the conv1d_rs core (a Rust panic); please report it")),
+    }
+}
+
+/// A kernel packed once for one dtype.
+enum Prepared {
+    F32(PreparedKernel<f32>),
+    F64(PreparedKernel<f64>),
+}
+
+/// A packed kernel, reused across calls. `kernel` is `(kernel_size, in_channels // groups, filters)`.
+#[pyclass(name = "PreparedKernel", module = "conv1d_rs._core", frozen)]
+struct PyPreparedKernel {
+    prepared: Prepared,
+}
+
+fn prepare_typed<T: Element + numpy::Element>(
+    py: Python<'_>,
+    kernel: &Bound<'_, PyUntypedArray>,
+    groups: usize,
+    options: &ComputeOptions,
+) -> PyResult<PreparedKernel<T>> {
+    let kernel: PyReadonlyArray3<T> = kernel.cast::<PyArray3<T>>()?.try_readonly()?;
+    let view = kernel.as_array();
+    compute(py, || PreparedKernel::new(view, groups, options))
+}
+
+fn forward_typed<'py, T: Element + numpy::Element>(
+    py: Python<'py>,
+    prepared: &PreparedKernel<T>,
+    x: &Bound<'py, PyUntypedArray>,
+    bias: Option<&Bound<'py, PyUntypedArray>>,
+    params: &Conv1dParams,
+) -> PyResult<Bound<'py, PyUntypedArray>> {
+    let x: PyReadonlyArray3<T> = x
+        .cast::<PyArray3<T>>()
+        .map_err(|_| PyTypeError::new_err("x must be a 3-D array of the kernel's dtype"))?
+        .try_readonly()?;
+    let bias: Option<PyReadonlyArray1<T>> = match bias {
+        Some(b) => Some(
+            b.cast::<numpy::PyArray1<T>>()
+                .map_err(|_| PyTypeError::new_err("bias must be a 1-D array of the kernel's dtype"))?
+                .try_readonly()?,
+        ),
+        None => None,
+    };
+    let (xv, bv) = (x.as_array(), bias.as_ref().map(|b| b.as_array()));
+    let y = compute(py, || prepared.forward(xv, bv, params))?;
+    Ok(y.into_pyarray(py).into_any().cast_into::<PyUntypedArray>()?)
+}
+
+#[pymethods]
+impl PyPreparedKernel {
+    #[new]
+    #[pyo3(signature = (kernel, groups=1, algorithm="auto", simd="auto", parallel=true))]
+    fn new(py: Python<'_>, kernel: &Bound<'_, PyUntypedArray>, groups: usize, algorithm: &str, simd: &str, parallel: bool) -> PyResult<Self> {
+        let options = parse_options(algorithm, simd, parallel)?;
+        let prepared = if kernel.ndim() != 3 {
+            return Err(PyValueError::new_err(format!("kernel must be 3-D (kernel_size, in_channels // groups, filters); got shape {:?}", kernel.shape())));
+        } else if kernel.cast::<PyArray3<f32>>().is_ok() {
+            Prepared::F32(prepare_typed::<f32>(py, kernel, groups, &options)?)
+        } else if kernel.cast::<PyArray3<f64>>().is_ok() {
+            Prepared::F64(prepare_typed::<f64>(py, kernel, groups, &options)?)
+        } else {
+            return Err(PyTypeError::new_err(format!("kernel must be float32 or float64; got {}", kernel.dtype())));
+        };
+        Ok(PyPreparedKernel { prepared })
+    }
+
+    /// The algorithm chosen for this kernel: "gemm", "depthwise" or "reference".
+    #[getter]
+    fn algorithm(&self) -> &'static str {
+        let algorithm = match &self.prepared {
+            Prepared::F32(p) => p.algorithm(),
+            Prepared::F64(p) => p.algorithm(),
+        };
+        match algorithm {
+            Algorithm::Depthwise => "depthwise",
+            Algorithm::Reference => "reference",
+            _ => "gemm",
+        }
+    }
+
+    /// Convolves `x` (same dtype as the kernel) and adds `bias`, returning a new array.
+    #[pyo3(signature = (x, bias=None, strides=1, padding="valid", data_format="channels_last", dilation_rate=1, groups=1))]
+    fn forward<'py>(
+        &self,
+        py: Python<'py>,
+        x: &Bound<'py, PyUntypedArray>,
+        bias: Option<&Bound<'py, PyUntypedArray>>,
+        strides: usize,
+        padding: &str,
+        data_format: &str,
+        dilation_rate: usize,
+        groups: usize,
+    ) -> PyResult<Bound<'py, PyUntypedArray>> {
+        let params = parse_params(strides, padding, data_format, dilation_rate, groups)?;
+        match &self.prepared {
+            Prepared::F32(p) => forward_typed(py, p, x, bias, &params),
+            Prepared::F64(p) => forward_typed(py, p, x, bias, &params),
+        }
+    }
+}
+
+/// True when the CPU has AVX2 and FMA, so the SIMD kernels run.
+#[pyfunction]
+fn has_avx2_fma() -> bool {
+    crate::kernel::has_avx2_fma()
+}
+
+/// Threads in the rayon pool (set by RAYON_NUM_THREADS before the first call).
+#[pyfunction]
+fn num_threads() -> usize {
+    rayon::current_num_threads()
+}
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyPreparedKernel>()?;
+    m.add_function(wrap_pyfunction!(has_avx2_fma, m)?)?;
+    m.add_function(wrap_pyfunction!(num_threads, m)?)?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}

@@ -1,0 +1,140 @@
+//! Every kernel path against the reference loops, over random shapes and options.
+
+use conv1d_rs::{conv1d_reference, conv1d_with, Algorithm, ComputeOptions, Conv1dParams, DataFormat, Padding, Simd};
+use ndarray::{Array1, Array3};
+use proptest::prelude::*;
+
+#[derive(Debug, Clone)]
+struct Case {
+    batch: usize,
+    steps: usize,
+    groups: usize,
+    in_per_group: usize,
+    filters_per_group: usize,
+    kernel_size: usize,
+    params: Conv1dParams,
+    use_bias: bool,
+    seed: u64,
+}
+
+fn case() -> impl Strategy<Value = Case> {
+    (
+        (0usize..3, 0usize..40, 1usize..5, 1usize..6, 1usize..20, 1usize..8),
+        (1usize..5, 1usize..5, 0usize..3, any::<bool>(), any::<bool>(), any::<u64>()),
+    )
+        .prop_map(|((batch, steps, groups, cg, fg, k), (s, d, pad, first, use_bias, seed))| Case {
+            batch,
+            steps,
+            groups,
+            in_per_group: cg,
+            filters_per_group: fg,
+            kernel_size: k,
+            params: Conv1dParams::new()
+                .strides(s)
+                .dilation_rate(d)
+                .groups(groups)
+                .padding([Padding::Valid, Padding::Same, Padding::Causal][pad])
+                .data_format(if first { DataFormat::ChannelsFirst } else { DataFormat::ChannelsLast }),
+            use_bias,
+            seed,
+        })
+}
+
+/// Small integers as floats: sums are exact, so every kernel must agree to the bit.
+fn values(len: usize, seed: u64) -> Vec<f64> {
+    let mut state = seed | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % 9) as f64 - 4.0
+        })
+        .collect()
+}
+
+fn arrays(c: &Case) -> (Array3<f64>, Array3<f64>, Array1<f64>) {
+    let channels = c.groups * c.in_per_group;
+    let filters = c.groups * c.filters_per_group;
+    let shape = match c.params.data_format {
+        DataFormat::ChannelsLast => (c.batch, c.steps, channels),
+        DataFormat::ChannelsFirst => (c.batch, channels, c.steps),
+    };
+    let x = Array3::from_shape_vec(shape, values(c.batch * c.steps * channels, c.seed)).unwrap();
+    let kshape = (c.kernel_size, c.in_per_group, filters);
+    let kernel = Array3::from_shape_vec(kshape, values(kshape.0 * kshape.1 * kshape.2, c.seed ^ 0x9e37)).unwrap();
+    let bias = Array1::from(values(filters, c.seed ^ 0x51));
+    (x, kernel, bias)
+}
+
+fn check<T: conv1d_rs::Element>(c: &Case, cast: fn(f64) -> T) -> Result<(), TestCaseError> {
+    let (x, kernel, bias) = arrays(c);
+    let (x, kernel, bias) = (x.mapv(cast), kernel.mapv(cast), bias.mapv(cast));
+    let bias = c.use_bias.then(|| bias.view());
+    let expected = conv1d_reference(x.view(), kernel.view(), bias, &c.params);
+    let depthwise = c.in_per_group == 1 && c.filters_per_group == 1;
+    for algorithm in [Algorithm::Auto, Algorithm::Gemm, Algorithm::Depthwise] {
+        if algorithm == Algorithm::Depthwise && !depthwise {
+            continue;
+        }
+        for simd in [Simd::Auto, Simd::Portable] {
+            for parallel in [false, true] {
+                let options = ComputeOptions { algorithm, simd, parallel };
+                let got = conv1d_with(x.view(), kernel.view(), bias, &c.params, &options);
+                match (&expected, &got) {
+                    (Ok(e), Ok(g)) => prop_assert_eq!(e, g, "{:?} {:?}", options, c),
+                    (Err(e), Err(g)) => prop_assert_eq!(e, g),
+                    _ => prop_assert!(false, "one path failed: {:?} vs {:?} ({:?})", expected, got, options),
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+    #[test]
+    fn f64_kernels_match_reference(c in case()) {
+        check::<f64>(&c, |v| v)?;
+    }
+
+    #[test]
+    fn f32_kernels_match_reference(c in case()) {
+        check::<f32>(&c, |v| v as f32)?;
+    }
+}
+
+#[test]
+fn depthwise_with_many_channels_matches_reference() {
+    for &(channels, k, s, d) in &[(37usize, 7usize, 1usize, 1usize), (64, 31, 2, 1), (9, 3, 1, 4)] {
+        let c = Case {
+            batch: 2,
+            steps: 50,
+            groups: channels,
+            in_per_group: 1,
+            filters_per_group: 1,
+            kernel_size: k,
+            params: Conv1dParams::new().groups(channels).strides(s).dilation_rate(d).padding(Padding::Same),
+            use_bias: true,
+            seed: 7,
+        };
+        check::<f32>(&c, |v| v as f32).unwrap();
+    }
+}
+
+#[test]
+fn large_gemm_matches_reference_bitwise_across_thread_settings() {
+    let c = Case {
+        batch: 3,
+        steps: 300,
+        groups: 1,
+        in_per_group: 37,
+        filters_per_group: 45,
+        kernel_size: 5,
+        params: Conv1dParams::new().padding(Padding::Same).dilation_rate(2),
+        use_bias: true,
+        seed: 11,
+    };
+    check::<f32>(&c, |v| v as f32).unwrap();
+}
