@@ -169,11 +169,20 @@ fn num_threads() -> usize {
     rayon::current_num_threads()
 }
 
+/// GFLOP/s of a plain AVX2 FMA loop on `threads` threads for about `seconds` (0 without AVX2/FMA).
+#[pyfunction]
+#[pyo3(signature = (seconds=0.3, threads=None))]
+fn fma_peak_gflops(py: Python<'_>, seconds: f64, threads: Option<usize>) -> f64 {
+    let threads = threads.unwrap_or_else(rayon::current_num_threads);
+    py.detach(|| crate::kernel::peak::fma_peak_gflops(seconds, threads))
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyPreparedKernel>()?;
     m.add_function(wrap_pyfunction!(has_avx2_fma, m)?)?;
     m.add_function(wrap_pyfunction!(num_threads, m)?)?;
+    m.add_function(wrap_pyfunction!(fma_peak_gflops, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

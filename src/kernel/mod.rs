@@ -4,6 +4,7 @@
 pub mod depthwise;
 pub mod gemm;
 pub mod microkernel;
+pub mod peak;
 
 use microkernel::MicroKernel;
 use num_traits::Float;

@@ -1,0 +1,25 @@
+"""conv1d_rs: the Keras Conv1D layer, exact to Keras, with a multi-threaded Rust core.
+
+>>> import numpy as np, conv1d_rs
+>>> layer = conv1d_rs.Conv1D(16, 3, activation="relu")
+>>> layer(np.zeros((1, 56, 1), dtype="float32")).shape
+(1, 54, 16)
+"""
+
+from . import _core, activations, constraints, dtype_policies, initializers, regularizers
+from .functional import conv1d
+from .layers import Conv1D, Convolution1D
+
+__version__: str = _core.__version__
+
+__all__ = [
+    "Conv1D",
+    "Convolution1D",
+    "activations",
+    "constraints",
+    "conv1d",
+    "dtype_policies",
+    "initializers",
+    "regularizers",
+    "__version__",
+]

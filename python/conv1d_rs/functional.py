@@ -1,0 +1,137 @@
+"""`conv1d`: the convolution alone, with Keras's argument names and padding rules."""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence, Union
+
+import numpy as np
+
+from . import _core
+
+__all__ = ["conv1d", "as_float_array", "normalize_int", "normalize_padding", "normalize_data_format"]
+
+IntLike = Union[int, Sequence[int]]
+
+_PADDINGS = ("valid", "same", "causal")
+_DATA_FORMATS = ("channels_last", "channels_first")
+
+
+def normalize_int(value: Any, name: str) -> int:
+    """An int or a 1-element sequence of ints, strictly positive (Keras `standardize_tuple`)."""
+    if isinstance(value, (bool, np.bool_)):
+        value = int(value)
+    if isinstance(value, (int, np.integer)):
+        items = (int(value),)
+    else:
+        try:
+            items = tuple(value)
+        except TypeError:
+            raise TypeError(f"`{name}` must be an integer or a tuple of 1 integer. Received {name}={value!r}") from None
+        if len(items) != 1:
+            raise ValueError(f"The `{name}` argument must be a tuple of 1 integers. Received {name}={value!r}")
+        if not isinstance(items[0], (int, np.integer)) or isinstance(items[0], (bool, np.bool_)):
+            raise TypeError(f"The `{name}` argument must be a tuple of 1 integers. Received {name}={value!r}")
+        items = (int(items[0]),)
+    if items[0] <= 0:
+        raise ValueError(
+            f"The `{name}` argument must be a tuple of 1 integers. Received {name}={value!r}, "
+            f"including values {{{items[0]}}} that do not satisfy `value > 0`"
+        )
+    return items[0]
+
+
+def normalize_padding(padding: Any) -> str:
+    if not isinstance(padding, str) or padding.lower() not in _PADDINGS:
+        raise ValueError(
+            "The `padding` argument must be one of {'valid', 'same', 'causal'}. " f"Received: {padding}"
+        )
+    return padding.lower()
+
+
+def normalize_data_format(data_format: Any) -> str:
+    value = str(data_format).lower()
+    if value not in _DATA_FORMATS:
+        raise ValueError(
+            "The `data_format` argument must be one of {'channels_first', 'channels_last'}. "
+            f"Received: data_format={value}"
+        )
+    return value
+
+
+def as_float_array(x: Any, dtype: np.dtype, name: str) -> np.ndarray:
+    """`x` as an array of `dtype` (a copy only when the dtype differs); refuses non-numbers."""
+    arr = np.asarray(x)
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(
+            f"`{name}` must hold real numbers (bool, int or float); got dtype {arr.dtype}. "
+            f"Convert it first, e.g. np.asarray({name}, dtype='float32')."
+        )
+    return arr.astype(dtype, copy=False)
+
+
+def _result_dtype(x: np.ndarray, kernel: np.ndarray) -> np.dtype:
+    if x.dtype == np.float64 or kernel.dtype == np.float64:
+        return np.dtype(np.float64)
+    return np.dtype(np.float32)
+
+
+def conv1d(
+    x: Any,
+    kernel: Any,
+    bias: Optional[Any] = None,
+    strides: IntLike = 1,
+    padding: str = "valid",
+    data_format: str = "channels_last",
+    dilation_rate: IntLike = 1,
+    groups: int = 1,
+) -> np.ndarray:
+    """1-D convolution as Keras computes it, returning a new array.
+
+    `x` is `(batch, steps, channels)` (or `(batch, channels, steps)` for channels_first),
+    `kernel` is `(kernel_size, channels // groups, filters)`, `bias` is `(filters,)`.
+    Computes in float64 when `x` or `kernel` is float64, else float32. Unlike the Keras
+    layer, strides > 1 together with dilation_rate > 1 is allowed.
+    """
+    strides = normalize_int(strides, "strides")
+    dilation_rate = normalize_int(dilation_rate, "dilation_rate")
+    groups = normalize_int(groups, "groups")
+    padding = normalize_padding(padding)
+    data_format = normalize_data_format(data_format)
+    x_arr, kernel_arr = np.asarray(x), np.asarray(kernel)
+    for name, arr in (("x", x_arr), ("kernel", kernel_arr)):
+        if arr.dtype.kind not in "biuf":
+            raise TypeError(f"`{name}` must hold real numbers; got dtype {arr.dtype}.")
+    dtype = _result_dtype(x_arr, kernel_arr)
+    x_arr = as_float_array(x_arr, dtype, "x")
+    kernel_arr = as_float_array(kernel_arr, dtype, "kernel")
+    check_input_rank(x_arr.shape, data_format)
+    if kernel_arr.ndim != 3:
+        raise ValueError(
+            f"`kernel` must be 3-D (kernel_size, in_channels // groups, filters); got shape {kernel_arr.shape}."
+        )
+    bias_arr = None
+    if bias is not None:
+        bias_arr = as_float_array(bias, dtype, "bias")
+        if bias_arr.ndim != 1:
+            raise ValueError(f"`bias` must be 1-D (filters,); got shape {bias_arr.shape}.")
+    prepared = _core.PreparedKernel(kernel_arr, groups)
+    return prepared.forward(x_arr, bias_arr, strides, padding, data_format, dilation_rate, groups)
+
+
+def check_input_rank(shape: Sequence[int], data_format: str, who: str = "conv1d") -> None:
+    """Refuses anything but 3-D input, with the reshape that fixes the common 2-D mistake."""
+    if len(shape) == 3:
+        return
+    layout = "(batch, steps, channels)" if data_format == "channels_last" else "(batch, channels, steps)"
+    message = f"{who} expects a 3-D input {layout}; got shape {tuple(shape)}."
+    if len(shape) == 2:
+        batch, steps = shape
+        fix = f"({batch}, {steps}, 1)" if data_format == "channels_last" else f"({batch}, 1, {steps})"
+        message += (
+            f" For {'one sequence' if batch == 1 else f'{batch} sequences'} of {steps} steps with one feature,"
+            f" use x.reshape{fix}."
+        )
+    elif len(shape) == 1:
+        fix = f"(1, {shape[0]}, 1)" if data_format == "channels_last" else f"(1, 1, {shape[0]})"
+        message += f" For one sequence of {shape[0]} steps with one feature, use x.reshape{fix}."
+    raise ValueError(message)
