@@ -110,3 +110,23 @@ def test_wrong_channel_count_after_build_names_both() -> None:
     layer(np.zeros((1, 5, 4), dtype="float32"))
     with pytest.raises(ValueError, match="to have value 4, but received input with shape \\(1, 5, 3\\)"):
         layer(np.zeros((1, 5, 3), dtype="float32"))
+
+
+def kernel_paths(case: dict[str, Any]) -> list[dict[str, Any]]:
+    kw = case["kwargs"]
+    channels = case["input_shape"][-1 if kw["data_format"] == "channels_last" else 1]
+    paths = [dict(algorithm="gemm"), dict(algorithm="gemm", simd="portable"), dict(algorithm="reference"),
+             dict(algorithm="auto", parallel=False)]
+    if kw["groups"] == channels == kw["filters"]:
+        paths += [dict(algorithm="depthwise"), dict(algorithm="depthwise", simd="portable")]
+    return paths
+
+
+@pytest.mark.parametrize("case", FORWARD, ids=[c["id"] for c in FORWARD])
+def test_every_kernel_path_equals_keras(case: dict[str, Any]) -> None:
+    arrays = case_arrays(case["id"])
+    layer = loaded_layer(case, make_layer(case))
+    for path in kernel_paths(case):
+        with conv1d_rs.compute_options(**path):
+            y = layer(arrays["x"])
+        assert_close_keras(y, arrays["y"], case["dtype"], case["kwargs"]["activation"])

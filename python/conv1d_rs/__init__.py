@@ -7,13 +7,15 @@
 """
 
 from . import _core, activations, constraints, dtype_policies, initializers, regularizers
-from .functional import conv1d
+from .functional import ComputeOptions, compute_options, conv1d
 from .layers import Conv1D, Convolution1D
 
 __version__: str = _core.__version__
 
 __all__ = [
+    "ComputeOptions",
     "Conv1D",
+    "compute_options",
     "Convolution1D",
     "activations",
     "constraints",

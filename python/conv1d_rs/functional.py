@@ -2,18 +2,62 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence, Union
+import contextlib
+import contextvars
+from typing import Any, Iterator, NamedTuple, Optional, Sequence, Union
 
 import numpy as np
 
 from . import _core
 
-__all__ = ["conv1d", "as_float_array", "normalize_int", "normalize_padding", "normalize_data_format"]
+__all__ = ["conv1d", "compute_options", "ComputeOptions", "as_float_array", "normalize_int", "normalize_padding"]
 
 IntLike = Union[int, Sequence[int]]
 
 _PADDINGS = ("valid", "same", "causal")
 _DATA_FORMATS = ("channels_last", "channels_first")
+
+
+class ComputeOptions(NamedTuple):
+    """How the core computes: `algorithm` ("auto", "gemm", "depthwise", "reference"),
+    `simd` ("auto", "portable") and `parallel` (use the thread pool)."""
+
+    algorithm: str = "auto"
+    simd: str = "auto"
+    parallel: bool = True
+
+
+_ALGORITHMS = ("auto", "gemm", "depthwise", "reference")
+_SIMD = ("auto", "portable")
+_OPTIONS: contextvars.ContextVar[ComputeOptions] = contextvars.ContextVar("conv1d_rs_options", default=ComputeOptions())
+
+
+@contextlib.contextmanager
+def compute_options(algorithm: str = "auto", simd: str = "auto", parallel: bool = True) -> Iterator[ComputeOptions]:
+    """Within the block, force a kernel path, the portable (non-SIMD) code, or one thread.
+
+    Results are bitwise the same whatever `parallel` is; the other settings exist for
+    testing and benchmarking.
+    """
+    if algorithm not in _ALGORITHMS:
+        raise ValueError(f"algorithm must be one of {_ALGORITHMS}; received {algorithm!r}")
+    if simd not in _SIMD:
+        raise ValueError(f"simd must be one of {_SIMD}; received {simd!r}")
+    options = ComputeOptions(algorithm, simd, bool(parallel))
+    token = _OPTIONS.set(options)
+    try:
+        yield options
+    finally:
+        _OPTIONS.reset(token)
+
+
+def current_options() -> ComputeOptions:
+    return _OPTIONS.get()
+
+
+def prepare_kernel(kernel: np.ndarray, groups: int) -> "_core.PreparedKernel":
+    """Packs `kernel` for the core under the current compute options."""
+    return _core.PreparedKernel(kernel, groups, *current_options())
 
 
 def normalize_int(value: Any, name: str) -> int:
@@ -114,7 +158,7 @@ def conv1d(
         bias_arr = as_float_array(bias, dtype, "bias")
         if bias_arr.ndim != 1:
             raise ValueError(f"`bias` must be 1-D (filters,); got shape {bias_arr.shape}.")
-    prepared = _core.PreparedKernel(kernel_arr, groups)
+    prepared = prepare_kernel(kernel_arr, groups)
     return prepared.forward(x_arr, bias_arr, strides, padding, data_format, dilation_rate, groups)
 
 

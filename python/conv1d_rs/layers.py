@@ -9,7 +9,7 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 
 from . import _core, activations, constraints, dtype_policies, initializers, regularizers
-from .functional import as_float_array, check_input_rank
+from .functional import as_float_array, check_input_rank, current_options, prepare_kernel
 
 __all__ = ["Conv1D", "Convolution1D"]
 
@@ -164,7 +164,7 @@ class Conv1D:
         self.built = False
         self._kernel: Optional[np.ndarray] = None
         self._bias: Optional[np.ndarray] = None
-        self._prepared: Optional[_core.PreparedKernel] = None
+        self._prepared: Optional[tuple[Any, _core.PreparedKernel]] = None
         self._activity_loss: Optional[float] = None
         self._input_channels: Optional[int] = None
 
@@ -392,10 +392,11 @@ class Conv1D:
     def _convolve(self, x: np.ndarray) -> np.ndarray:
         """The convolution plus bias, in the core's dtype, reusing the packed kernel."""
         kernel_dtype = self.dtype_policy.kernel_dtype
-        if self._prepared is None:
-            self._prepared = _core.PreparedKernel(self._kernel.astype(kernel_dtype, copy=False), self.groups)
+        options = current_options()
+        if self._prepared is None or self._prepared[0] != options:
+            self._prepared = (options, prepare_kernel(self._kernel.astype(kernel_dtype, copy=False), self.groups))
         bias = None if self._bias is None else self._bias.astype(kernel_dtype, copy=False)
-        return self._prepared.forward(
+        return self._prepared[1].forward(
             x, bias, self.strides[0], self.padding, self.data_format, self.dilation_rate[0], self.groups
         )
 
