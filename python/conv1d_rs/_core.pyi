@@ -1,0 +1,36 @@
+"""The compiled core (Rust). Keras semantics live in the Python package; this is the compute."""
+
+from typing import Optional
+
+import numpy as np
+import numpy.typing as npt
+
+__version__: str
+
+class PreparedKernel:
+    """A Keras-layout kernel `(kernel_size, in_channels // groups, filters)` packed once for reuse."""
+
+    def __init__(
+        self,
+        kernel: npt.NDArray[np.floating],
+        groups: int = 1,
+        algorithm: str = "auto",
+        simd: str = "auto",
+        parallel: bool = True,
+    ) -> None: ...
+    @property
+    def algorithm(self) -> str: ...
+    def forward(
+        self,
+        x: npt.NDArray[np.floating],
+        bias: Optional[npt.NDArray[np.floating]] = None,
+        strides: int = 1,
+        padding: str = "valid",
+        data_format: str = "channels_last",
+        dilation_rate: int = 1,
+        groups: int = 1,
+    ) -> npt.NDArray[np.floating]: ...
+
+def has_avx2_fma() -> bool: ...
+def num_threads() -> int: ...
+def fma_peak_gflops(seconds: float = 0.3, threads: Optional[int] = None) -> float: ...
