@@ -74,7 +74,7 @@ def _from_config_dict(
     """
     class_name = identifier.get("class_name")
     config = identifier.get("config", {})
-    cls = registry.get(class_name) if isinstance(class_name, str) else None
+    cls: Any = registry.get(class_name) if isinstance(class_name, str) else None
     if cls is None or not inspect.isclass(cls):
         return None
     if config is None:

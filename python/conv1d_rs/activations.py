@@ -1,9 +1,10 @@
 """Keras 3 activation functions on NumPy arrays, with their exact gradients.
 
-Every function computes in the floating dtype of its input (float32 in,
-float32 out; non-float input is treated as Keras's default float32) and
-follows the formulas of Keras 3.15. Overflow to ``inf`` and ``nan`` from
-``inf`` inputs happen silently, as they do in Keras.
+Every function follows the formulas of Keras 3.15 and computes in the
+floating dtype of its input (float32 in, float32 out; non-float input is
+treated as Keras's default float32). The one exception is exact ``gelu``,
+whose erfc is evaluated in float64 and rounded once. Overflow to ``inf``
+and ``nan`` from ``inf`` inputs happen silently, as they do in Keras.
 
 Gradient conventions at kinks (`activation_vjp`) follow JAX autodiff of the
 ``jax.nn`` functions that Keras's JAX backend calls:
@@ -596,11 +597,8 @@ def _d_sparse_plus(x: Array) -> Array:
     return np.where(x <= -1, 0, inner).astype(x.dtype)
 
 
-def _d_hard_shrink(x: Array) -> Array:
-    return (np.abs(x) > 0.5).astype(x.dtype)
-
-
-def _d_soft_shrink(x: Array) -> Array:
+def _d_shrink(x: Array) -> Array:
+    """Derivative of both hard_shrink and soft_shrink (threshold 0.5)."""
     return (np.abs(x) > 0.5).astype(x.dtype)
 
 
@@ -614,9 +612,8 @@ def _d_selu(x: Array) -> Array:
 
 
 def _d_celu(x: Array) -> Array:
-    # Both jnp.maximum and jnp.minimum give half the gradient at 0: 0.5 + 0.5.
-    at_zero = np.where(x == 0, 1, np.exp(np.minimum(x, 0)))
-    return np.where(x > 0, 1, at_zero).astype(x.dtype)
+    # At 0, jnp.maximum and jnp.minimum each pass half: 0.5 + 0.5 * exp(0) = 1.
+    return np.where(x > 0, 1, np.exp(np.minimum(x, 0))).astype(x.dtype)
 
 
 def _d_exponential(x: Array) -> Array:
@@ -682,8 +679,8 @@ _ELEMENTWISE_DERIVATIVES: dict[Callable[..., Array], Callable[[Array], Array]] =
     hard_tanh: _d_hard_tanh,
     sparse_sigmoid: _d_sparse_sigmoid,
     sparse_plus: _d_sparse_plus,
-    hard_shrink: _d_hard_shrink,
-    soft_shrink: _d_soft_shrink,
+    hard_shrink: _d_shrink,
+    soft_shrink: _d_shrink,
     elu: _d_elu,
     selu: _d_selu,
     celu: _d_celu,
