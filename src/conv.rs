@@ -9,6 +9,7 @@ use crate::kernel::{Algorithm, ComputeOptions, Element};
 use crate::params::{Conv1dParams, DataFormat};
 use crate::reference::reference_into;
 use ndarray::{Array3, ArrayView1, ArrayView3, ArrayViewMut3};
+use std::mem::MaybeUninit;
 
 /// Convolves `x` with a Keras-layout `kernel` of shape `(kernel_size, in_channels / groups, filters)`
 /// and adds `bias`, returning a new array in `params.data_format`.
@@ -168,8 +169,7 @@ impl<T: Element> PreparedKernel<T> {
     /// Convolves `x`, returning a new array.
     pub fn forward(&self, x: ArrayView3<T>, bias: Option<ArrayView1<T>>, params: &Conv1dParams) -> Result<Array3<T>> {
         let geo = self.geometry(dims(&x), bias.map(|b| b.len()), params)?;
-        let mut data = try_zeroed::<T>(geo.output_len()?)?;
-        self.run(&geo, x, bias, &mut data);
+        let data = compute_new(geo.output_len()?, |out| self.run(&geo, x, bias, out))?;
         Array3::from_shape_vec(geo.output_shape(), data).map_err(|e| ConvError::ShapeMismatch(e.to_string()))
     }
 
@@ -188,10 +188,14 @@ impl<T: Element> PreparedKernel<T> {
             return Err(ConvError::OutputShape { expected, received });
         }
         match out.as_slice_mut() {
-            Some(slice) => self.run(&geo, x, bias, slice),
+            Some(slice) => {
+                let len = slice.len();
+                // SAFETY: `T` and `MaybeUninit<T>` have the same layout; the kernels only write.
+                let slice = unsafe { std::slice::from_raw_parts_mut(slice.as_mut_ptr().cast::<MaybeUninit<T>>(), len) };
+                self.run(&geo, x, bias, slice)
+            }
             None => {
-                let mut data = try_zeroed::<T>(geo.output_len()?)?;
-                self.run(&geo, x, bias, &mut data);
+                let data = compute_new(geo.output_len()?, |out| self.run(&geo, x, bias, out))?;
                 let result = ArrayView3::from_shape(expected, &data).map_err(|e| ConvError::ShapeMismatch(e.to_string()))?;
                 out.assign(&result);
             }
@@ -199,7 +203,8 @@ impl<T: Element> PreparedKernel<T> {
         Ok(())
     }
 
-    fn run(&self, geo: &Geometry, x: ArrayView3<T>, bias: Option<ArrayView1<T>>, out: &mut [T]) {
+    /// Writes every element of `out`.
+    fn run(&self, geo: &Geometry, x: ArrayView3<T>, bias: Option<ArrayView1<T>>, out: &mut [MaybeUninit<T>]) {
         // Kernels index (batch, steps, channels) whatever the caller's layout.
         let x = match geo.data_format {
             DataFormat::ChannelsLast => x,
@@ -217,6 +222,21 @@ impl<T: Element> PreparedKernel<T> {
 fn dims<T>(a: &ArrayView3<T>) -> [usize; 3] {
     let (p, q, r) = a.dim();
     [p, q, r]
+}
+
+/// A new buffer of `len` elements filled by `fill`, which must write every element.
+/// Skipping the zero fill saves a full pass over large outputs.
+pub(crate) fn compute_new<T: Element>(len: usize, fill: impl FnOnce(&mut [MaybeUninit<T>])) -> Result<Vec<T>> {
+    let mut data: Vec<MaybeUninit<T>> = Vec::new();
+    data.try_reserve_exact(len)
+        .map_err(|_| ConvError::TooLarge(format!("cannot allocate {len} output elements")))?;
+    // SAFETY: the capacity is `len`, and `MaybeUninit` needs no initialisation.
+    unsafe { data.set_len(len) };
+    fill(&mut data);
+    let mut data = std::mem::ManuallyDrop::new(data);
+    // SAFETY: `fill` initialised every element (the kernels' contract); same allocation,
+    // length and capacity, and `MaybeUninit<T>` has the layout of `T`.
+    Ok(unsafe { Vec::from_raw_parts(data.as_mut_ptr().cast::<T>(), len, data.capacity()) })
 }
 
 /// A zeroed buffer, or an error instead of the abort a failed allocation would cause.

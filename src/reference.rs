@@ -1,12 +1,13 @@
 //! The obvious nested loops, straight from the Keras formula. Slow; the other kernels are
 //! tested against it.
 
-use crate::conv::try_zeroed;
+use crate::conv::compute_new;
 use crate::error::{ConvError, Result};
 use crate::geometry::Geometry;
 use crate::kernel::Element;
 use crate::params::{Conv1dParams, DataFormat};
 use ndarray::{Array3, ArrayView1, ArrayView3};
+use std::mem::MaybeUninit;
 
 /// `y[n, t, o] = bias[o] + sum_j sum_c x_pad[n, t*s + j*d, g*Cg + c] * kernel[j, c, o]`, with
 /// `g = o / (filters / groups)`; computed one output at a time.
@@ -30,12 +31,11 @@ pub fn conv1d_reference<T: Element>(
     let (p, q, r) = x.dim();
     let (k, cg, f) = kernel.dim();
     let geo = Geometry::new([p, q, r], [k, cg, f], bias.map(|b| b.len()), params)?;
-    let mut data = try_zeroed::<T>(geo.output_len()?)?;
     let x = match geo.data_format {
         DataFormat::ChannelsLast => x,
         DataFormat::ChannelsFirst => x.permuted_axes([0, 2, 1]),
     };
-    reference_into(&geo, x, kernel, bias, &mut data);
+    let data = compute_new(geo.output_len()?, |out| reference_into(&geo, x, kernel, bias, out))?;
     Array3::from_shape_vec(geo.output_shape(), data).map_err(|e| ConvError::ShapeMismatch(e.to_string()))
 }
 
@@ -45,7 +45,7 @@ pub(crate) fn reference_into<T: Element>(
     x: ArrayView3<T>,
     kernel: ArrayView3<T>,
     bias: Option<ArrayView1<T>>,
-    out: &mut [T],
+    out: &mut [MaybeUninit<T>],
 ) {
     let (cg, fg) = (geo.in_per_group(), geo.filters_per_group());
     for n in 0..geo.batch {
@@ -69,7 +69,7 @@ pub(crate) fn reference_into<T: Element>(
                     DataFormat::ChannelsLast => (n * geo.out_steps + t) * geo.filters + o,
                     DataFormat::ChannelsFirst => (n * geo.filters + o) * geo.out_steps + t,
                 };
-                out[index] = sum;
+                out[index].write(sum);
             }
         }
     }

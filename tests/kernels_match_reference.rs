@@ -138,3 +138,24 @@ fn large_gemm_matches_reference_bitwise_across_thread_settings() {
     };
     check::<f32>(&c, |v| v as f32).unwrap();
 }
+
+#[test]
+fn taps_too_far_apart_for_a_contiguous_tile_use_per_row_packing() {
+    // span = 300_000 * 2 + 1 steps: a contiguous tile would exceed the per-worker bound.
+    for (groups, cg, fg) in [(1usize, 4usize, 3usize), (4, 1, 1)] {
+        for padding in [Padding::Valid, Padding::Causal] {
+            let c = Case {
+                batch: 1,
+                steps: if padding == Padding::Valid { 600_010 } else { 40 },
+                groups,
+                in_per_group: cg,
+                filters_per_group: fg,
+                kernel_size: 3,
+                params: Conv1dParams::new().dilation_rate(300_000).groups(groups).padding(padding),
+                use_bias: true,
+                seed: 5,
+            };
+            check::<f32>(&c, |v| v as f32).unwrap();
+        }
+    }
+}

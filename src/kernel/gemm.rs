@@ -1,14 +1,15 @@
 //! The general path: for each batch item and group, output steps x filters is a GEMM
-//! whose left operand is the (never materialised) im2col matrix. Each work item packs
-//! `MR` rows of it at a time into a `[taps * in_per_group][MR]` panel, zero where the
-//! input is padded, and runs the micro-kernel over every filter block. Extra memory is
-//! one panel per worker.
+//! whose left operand is the (never materialised) im2col matrix. Each work item copies the
+//! input rows its output steps read into a contiguous, zero-padded tile, and the
+//! micro-kernel reads every tap straight from that tile. Extra memory is one tile per worker.
 
-use super::microkernel::{MicroKernel, MAX_TILE};
+use super::microkernel::{Lhs, MicroKernel, MAX_TILE};
+use super::tile::{pack_tile, TileLayout};
 use super::{for_each_item, Element, SharedOut};
 use crate::geometry::Geometry;
 use crate::params::DataFormat;
 use ndarray::{ArrayView1, ArrayView3};
+use std::mem::MaybeUninit;
 
 /// Kernel weights in micro-kernel order: `[group][filter block][tap * in_per_group + c][NR]`,
 /// zero past the group's last filter.
@@ -72,16 +73,14 @@ pub fn run<T: Element>(
     bias: Option<ArrayView1<T>>,
     mk: MicroKernel<T>,
     parallel: bool,
-    out: &mut [T],
+    out: &mut [MaybeUninit<T>],
 ) {
     debug_assert_eq!(weights.nr, mk.nr);
-    debug_assert_eq!(out.len(), geo.output_len().unwrap_or(0));
     let (mr, nr) = (mk.mr, mk.nr);
+    let cg = geo.in_per_group();
     let fg = geo.filters_per_group();
     let blocks = weights.blocks_per_group();
-    let depth = weights.depth();
-    let panels = geo.out_steps.div_ceil(mr);
-    if panels == 0 || geo.batch == 0 {
+    if geo.out_steps == 0 || geo.batch == 0 {
         return;
     }
     // Bias per filter block, zero padded to NR, so the micro-kernel adds it unconditionally.
@@ -93,37 +92,57 @@ pub fn run<T: Element>(
             }
         }
     }
-    // Enough panels per item to amortise scheduling, enough items to keep every thread busy.
-    let panel_macs = (mr * depth * fg.max(1)) as f64;
-    let panels_per_item = ((200_000.0 / panel_macs).ceil() as usize).clamp(1, panels);
-    let chunks = panels.div_ceil(panels_per_item);
-    let items = geo.batch * geo.groups * chunks;
-    let out_ptr = SharedOut(out.as_mut_ptr());
+    let layout = TileLayout::choose(geo, mr, cg, std::mem::size_of::<T>());
+    let tiles = geo.out_steps.div_ceil(layout.steps);
+    let items = geo.batch * geo.groups * tiles;
+    let out_ptr = SharedOut(out.as_mut_ptr().cast::<T>());
     let parallel = parallel && geo.macs() >= super::PARALLEL_MIN_MACS;
 
-    for_each_item::<T, _>(items, depth * mr, parallel, |item, a_panel| {
-        let chunk = item % chunks;
-        let g = (item / chunks) % geo.groups;
-        let n = item / (chunks * geo.groups);
-        let mut tile = [T::zero(); MAX_TILE];
-        for panel in chunk * panels_per_item..((chunk + 1) * panels_per_item).min(panels) {
-            let t0 = panel * mr;
-            let rows = mr.min(geo.out_steps - t0);
-            pack_panel(geo, &x, n, g, t0, mr, a_panel);
-            for fb in 0..blocks {
-                let cols = nr.min(fg - fb * nr);
-                let o0 = g * fg + fb * nr;
-                let b = weights.panel(g, fb).as_ptr();
-                let bias_ptr = bias_blocks[(g * blocks + fb) * nr..].as_ptr();
-                let direct = geo.data_format == DataFormat::ChannelsLast && rows == mr && cols == nr;
-                if direct {
+    for_each_item::<T, _>(items, layout.rows * cg, parallel, |item, packed| {
+        let tile = item % tiles;
+        let g = (item / tiles) % geo.groups;
+        let n = item / (tiles * geo.groups);
+        let t_begin = tile * layout.steps;
+        let t_end = (t_begin + layout.steps).min(geo.out_steps);
+        let mut scratch_tile = [T::zero(); MAX_TILE];
+        let mut pack_start = usize::MAX;
+        for fb in 0..blocks {
+            let cols = nr.min(fg - fb * nr);
+            let o0 = g * fg + fb * nr;
+            let b = weights.panel(g, fb).as_ptr();
+            let bias_ptr = bias_blocks[(g * blocks + fb) * nr..].as_ptr();
+            for t0 in (t_begin..t_end).step_by(mr) {
+                // im2col tiles hold MR rows only: repack when the rows change.
+                let local = if layout.im2col {
+                    if pack_start != t0 {
+                        pack_tile(geo, &layout, &x, n, g * cg, cg, t0, packed);
+                        pack_start = t0;
+                    }
+                    0
+                } else {
+                    if pack_start != t_begin {
+                        pack_tile(geo, &layout, &x, n, g * cg, cg, t_begin, packed);
+                        pack_start = t_begin;
+                    }
+                    t0 - t_begin
+                };
+                let lhs = Lhs {
+                    ptr: packed[local * layout.row_step * cg..].as_ptr(),
+                    row: layout.row_step * cg,
+                    tap: layout.tap_step * cg,
+                    taps: geo.kernel_size,
+                    channels: cg,
+                };
+                let rows = mr.min(geo.out_steps - t0);
+                if geo.data_format == DataFormat::ChannelsLast && rows == mr && cols == nr {
                     let offset = (n * geo.out_steps + t0) * geo.filters + o0;
                     // SAFETY: rows t0..t0+mr and filters o0..o0+nr of batch item n lie inside the
-                    // output and belong to this work item alone (items split batch x group x steps).
-                    unsafe { (mk.run)(depth, a_panel.as_ptr(), b, bias_ptr, out_ptr.get().add(offset), geo.filters) };
+                    // output and belong to this work item alone (items split batch x group x steps);
+                    // the packed tile covers every row the micro-kernel reads (see TileLayout).
+                    unsafe { (mk.run)(lhs, b, bias_ptr, out_ptr.get().add(offset), geo.filters) };
                 } else {
-                    // SAFETY: `tile` holds MAX_TILE >= mr * nr elements; the panels are sized above.
-                    unsafe { (mk.run)(depth, a_panel.as_ptr(), b, bias_ptr, tile.as_mut_ptr(), nr) };
+                    // SAFETY: as above, into a stack tile of MAX_TILE >= mr * nr elements.
+                    unsafe { (mk.run)(lhs, b, bias_ptr, scratch_tile.as_mut_ptr(), nr) };
                     for i in 0..rows {
                         for jj in 0..cols {
                             let (t, o) = (t0 + i, o0 + jj);
@@ -131,8 +150,8 @@ pub fn run<T: Element>(
                                 DataFormat::ChannelsLast => (n * geo.out_steps + t) * geo.filters + o,
                                 DataFormat::ChannelsFirst => (n * geo.filters + o) * geo.out_steps + t,
                             };
-                            // SAFETY: index is inside the output and owned by this item, as above.
-                            unsafe { *out_ptr.get().add(index) = tile[i * nr + jj] };
+                            // SAFETY: index is inside the output and owned by this work item.
+                            unsafe { *out_ptr.get().add(index) = scratch_tile[i * nr + jj] };
                         }
                     }
                 }
@@ -141,28 +160,3 @@ pub fn run<T: Element>(
     });
 }
 
-/// Packs im2col rows `t0..t0 + mr` of batch item `n`, group `g`, as `[tap * in_per_group + c][mr]`.
-fn pack_panel<T: Element>(geo: &Geometry, x: &ArrayView3<T>, n: usize, g: usize, t0: usize, mr: usize, panel: &mut [T]) {
-    let cg = geo.in_per_group();
-    for i in 0..mr {
-        let t = t0 + i;
-        let start = if t < geo.out_steps { Some(geo.first_input_step(t)) } else { None };
-        for j in 0..geo.kernel_size {
-            let step = start.map(|s| s + (j * geo.dilation_rate) as isize);
-            let base = j * cg;
-            match step {
-                Some(step) if step >= 0 && (step as usize) < geo.steps => {
-                    let lane = x.slice(ndarray::s![n, step as usize, g * cg..(g + 1) * cg]);
-                    for (c, &v) in lane.iter().enumerate() {
-                        panel[(base + c) * mr + i] = v;
-                    }
-                }
-                _ => {
-                    for c in 0..cg {
-                        panel[(base + c) * mr + i] = T::zero();
-                    }
-                }
-            }
-        }
-    }
-}

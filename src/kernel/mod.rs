@@ -5,6 +5,7 @@ pub mod depthwise;
 pub mod gemm;
 pub mod microkernel;
 pub mod peak;
+pub mod tile;
 
 use microkernel::MicroKernel;
 use num_traits::Float;

@@ -1,0 +1,110 @@
+//! Input tiles: the rows of input that a run of output steps reads, copied once into a
+//! contiguous zero-padded buffer so kernels see no padding, layout or stride.
+
+use super::Element;
+use crate::geometry::Geometry;
+use ndarray::ArrayView3;
+
+/// Most input elements one work item packs, so per-call extra memory stays bounded.
+pub const MAX_TILE_ELEMENTS: usize = 1 << 20;
+/// Input bytes per tile that keep it in L2 next to a filter block's weights.
+const TILE_TARGET_BYTES: usize = 96 * 1024;
+
+/// How output rows map onto a packed input tile.
+#[derive(Clone, Copy, Debug)]
+pub struct TileLayout {
+    /// Output steps per work item (a multiple of MR).
+    pub steps: usize,
+    /// Packed rows between consecutive output steps: the stride, or the window when
+    /// windows do not overlap (then only the windows are packed, not the gaps).
+    pub row_step: usize,
+    /// Packed rows between consecutive taps.
+    pub tap_step: usize,
+    /// Packed rows in the tile.
+    pub rows: usize,
+    /// True when each output row's taps are packed side by side (im2col of MR rows),
+    /// used when the contiguous tile would be too large (huge dilation).
+    pub im2col: bool,
+}
+
+impl TileLayout {
+    /// A tile of `channels` channels whose step count is a multiple of `mr`.
+    pub fn choose(geo: &Geometry, mr: usize, channels: usize, elem: usize) -> Self {
+        let cg = channels;
+        let span = geo.halo() + 1;
+        let row_step = geo.strides.min(span);
+        let max_steps = geo.out_steps.div_ceil(mr) * mr;
+        // Smallest tile is MR steps; grow it while it stays in the byte budget.
+        let rows_for = |steps: usize| (steps - 1) * row_step + span;
+        let mut steps = mr;
+        while steps < max_steps.min(2048) && rows_for(steps * 2) * cg * elem <= TILE_TARGET_BYTES {
+            steps *= 2;
+        }
+        let steps = steps.min(max_steps).max(mr);
+        let rows = rows_for(steps);
+        if rows.saturating_mul(cg) <= MAX_TILE_ELEMENTS {
+            return TileLayout { steps, row_step, tap_step: geo.dilation_rate, rows, im2col: false };
+        }
+        // Taps far apart: pack each output row's taps contiguously instead.
+        TileLayout { steps: mr, row_step: geo.kernel_size, tap_step: 1, rows: mr * geo.kernel_size, im2col: true }
+    }
+
+    /// Input step packed at tile row `r` for a tile starting at output step `t0`, or None when padding.
+    #[inline]
+    pub fn input_step(&self, geo: &Geometry, t0: usize, r: usize) -> Option<usize> {
+        let (i, q) = if self.im2col {
+            (r / self.row_step, (r % self.row_step) * geo.dilation_rate)
+        } else {
+            let i = (r / self.row_step).min(self.steps - 1);
+            (i, r - i * self.row_step)
+        };
+        let step = geo.first_input_step(t0 + i) + q as isize;
+        (step >= 0 && (step as usize) < geo.steps).then_some(step as usize)
+    }
+}
+
+/// Packs channels `c0..c0 + cg` of the input rows that the tile starting at output step `t0`
+/// reads, as `[row][channel]`, zero where the input is padded.
+pub fn pack_tile<T: Element>(
+    geo: &Geometry,
+    layout: &TileLayout,
+    x: &ArrayView3<T>,
+    n: usize,
+    c0: usize,
+    cg: usize,
+    t0: usize,
+    packed: &mut [T],
+) {
+    let strides = x.strides();
+    let (step_stride, channel_stride) = (strides[1], strides[2]);
+    // SAFETY: n < batch, c0 < channels and steps > 0 whenever there is output, so this element exists.
+    let base = unsafe { x.uget([n, 0, c0]) } as *const T;
+    let rows = &mut packed[..layout.rows * cg];
+    if channel_stride == 1 {
+        for (r, row) in rows.chunks_exact_mut(cg).enumerate() {
+            match layout.input_step(geo, t0, r) {
+                Some(step) => {
+                    // SAFETY: `step < steps`, and channels c0..c0+cg are contiguous.
+                    let src = unsafe { std::slice::from_raw_parts(base.offset(step as isize * step_stride), cg) };
+                    row.copy_from_slice(src);
+                }
+                None => row.fill(T::zero()),
+            }
+        }
+    } else {
+        // Channels are not contiguous (channels_first): walk each channel along its steps.
+        for r in 0..layout.rows {
+            let step = layout.input_step(geo, t0, r);
+            let row = &mut rows[r * cg..(r + 1) * cg];
+            match step {
+                Some(step) => {
+                    for (c, v) in row.iter_mut().enumerate() {
+                        // SAFETY: `step < steps` and `c < cg`: an element of x.
+                        *v = unsafe { *base.offset(step as isize * step_stride + c as isize * channel_stride) };
+                    }
+                }
+                None => row.fill(T::zero()),
+            }
+        }
+    }
+}
