@@ -3,7 +3,7 @@
 //! filters, where the GEMM path would waste all but one lane of its filter block.
 //! Accumulators for `ROWS` output steps x `LANES` channels stay in registers over all taps.
 
-use super::tile::{pack_tile, TileLayout};
+use super::tile::{tile_source, TileLayout, TileSource};
 use super::{for_each_item, use_avx2, Element, SharedOut, Simd};
 use crate::geometry::Geometry;
 use crate::params::DataFormat;
@@ -28,7 +28,7 @@ impl<T: Element> DepthwiseWeights<T> {
 }
 
 /// Output steps computed together, sharing each weight load.
-const ROWS: usize = 4;
+pub const ROWS: usize = 4;
 
 /// Runs the depthwise convolution into `out` (standard layout of `geo.output_shape()`),
 /// writing every element.
@@ -60,14 +60,14 @@ pub fn run<T: Element>(
     for_each_item::<T, _>(geo.batch * tiles, layout.rows * channels, parallel, |item, tile| {
         let (n, index) = (item / tiles, item % tiles);
         let t0 = index * steps;
-        pack_tile(geo, &layout, &x, n, 0, channels, t0, tile);
+        let source = tile_source(geo, &layout, &x, n, 0, channels, t0, tile);
         #[cfg(target_arch = "x86_64")]
         if fused {
             // SAFETY: `fused` is only true when AVX2 and FMA were detected.
-            unsafe { job.tile_fma(n, t0, tile) };
+            unsafe { job.tile_fma(n, t0, source) };
             return;
         }
-        job.tile::<false>(n, t0, tile);
+        job.tile::<false>(n, t0, source);
     });
 }
 
@@ -83,60 +83,166 @@ struct Job<'a, T> {
 impl<T: Element> Job<'_, T> {
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn tile_fma(&self, n: usize, t0: usize, tile: &[T]) {
-        self.tile::<true>(n, t0, tile);
+    unsafe fn tile_fma(&self, n: usize, t0: usize, source: TileSource<T>) {
+        self.tile::<true>(n, t0, source);
     }
 
     /// All output steps of one tile, `ROWS` at a time, channels in register-sized blocks.
     #[inline(always)]
-    fn tile<const FUSED: bool>(&self, n: usize, t0: usize, tile: &[T]) {
-        let t_end = (t0 + self.layout.steps).min(self.geo.out_steps);
-        let lanes = if std::mem::size_of::<T>() == 4 { 16 } else { 8 };
-        for t in (t0..t_end).step_by(ROWS) {
-            let rows = ROWS.min(t_end - t);
-            // im2col tiles hold one group of ROWS steps, packed for that group alone.
-            debug_assert!(!self.layout.im2col || t == t0);
-            let mut c = 0;
-            while c + lanes <= self.geo.in_channels {
-                if lanes == 16 {
-                    self.block::<16, FUSED>(n, t, t - t0, rows, c, tile);
-                } else {
-                    self.block::<8, FUSED>(n, t, t - t0, rows, c, tile);
-                }
-                c += lanes;
-            }
-            for c in c..self.geo.in_channels {
-                self.block::<1, FUSED>(n, t, t - t0, rows, c, tile);
-            }
-        }
-    }
-
-    /// Output steps `t..t + rows` (tile-local `local`) for channels `c..c + W`.
-    #[inline(always)]
-    fn block<const W: usize, const FUSED: bool>(&self, n: usize, t: usize, local: usize, rows: usize, c: usize, tile: &[T]) {
+    fn tile<const FUSED: bool>(&self, n: usize, t0: usize, source: TileSource<T>) {
         let geo = self.geo;
         let channels = geo.in_channels;
-        let mut acc = [[T::zero(); W]; ROWS];
-        for j in 0..geo.kernel_size {
-            let w: &[T; W] = self.weights[j * channels + c..][..W].try_into().expect("W weights");
-            for (r, acc_row) in acc.iter_mut().enumerate() {
-                let row = (local + r) * self.layout.row_step + j * self.layout.tap_step;
-                let xs: &[T; W] = tile[row * channels + c..][..W].try_into().expect("W inputs");
-                for l in 0..W {
-                    acc_row[l] = if FUSED { xs[l].mul_add(w[l], acc_row[l]) } else { acc_row[l] + xs[l] * w[l] };
+        let t_end = (t0 + self.layout.steps).min(geo.out_steps);
+        let block = T::depthwise_block(if FUSED { Simd::Auto } else { Simd::Portable });
+        let (out_row, out_lane) = match geo.data_format {
+            DataFormat::ChannelsLast => (channels, 1),
+            DataFormat::ChannelsFirst => (1, geo.out_steps),
+        };
+        // Channel blocks outermost: one block's rows of the tile and its weights stay in L1
+        // while the output steps slide over them.
+        let mut c = 0;
+        while c < channels {
+            let lanes = if c + block.lanes <= channels { block.lanes } else { 1 };
+            for t in (t0..t_end).step_by(ROWS) {
+                // im2col tiles hold one group of ROWS steps, packed for that group alone.
+                debug_assert!(!self.layout.im2col || t == t0);
+                let out_base = match geo.data_format {
+                    DataFormat::ChannelsLast => (n * geo.out_steps + t) * channels,
+                    DataFormat::ChannelsFirst => n * channels * geo.out_steps + t,
+                };
+                let args = DepthwiseArgs {
+                    // SAFETY: row t - t0 of the tile, channel c, is inside it.
+                    input: unsafe { source.ptr.add((t - t0) * self.layout.row_step * source.pitch + c) },
+                    row_stride: self.layout.row_step * source.pitch,
+                    tap_stride: self.layout.tap_step * source.pitch,
+                    taps: geo.kernel_size,
+                    weights: self.weights[c..].as_ptr(),
+                    weight_stride: channels,
+                    bias: self.bias[c..].as_ptr(),
+                    // SAFETY: the offset addresses an output element of this work item.
+                    out: unsafe { self.out.get().add(out_base + c * out_lane) },
+                    out_row,
+                    out_lane,
+                    rows: ROWS.min(t_end - t),
+                };
+                // SAFETY: the tile covers ROWS rows of every tap (TileLayout), weights and bias
+                // have `lanes` channels from c, and rows t..t+rows of these channels belong to
+                // this work item alone.
+                unsafe {
+                    if lanes == 1 {
+                        block_generic::<T, 1, FUSED>(args)
+                    } else {
+                        (block.run)(args)
+                    }
                 }
             }
-        }
-        for (r, acc_row) in acc.iter().enumerate().take(rows) {
-            for l in 0..W {
-                let index = match geo.data_format {
-                    DataFormat::ChannelsLast => (n * geo.out_steps + t + r) * channels + c + l,
-                    DataFormat::ChannelsFirst => (n * channels + c + l) * geo.out_steps + t + r,
-                };
-                // SAFETY: step t + r < out_steps of batch item n belongs to this work item alone.
-                unsafe { *self.out.get().add(index) = acc_row[l] + self.bias[c + l] };
-            }
+            c += lanes;
         }
     }
 }
 
+/// Operands of one block of `ROWS` output steps x `lanes` channels.
+#[derive(Clone, Copy)]
+pub struct DepthwiseArgs<T> {
+    /// Packed input: tap `j` of output row `r`, channel `l` at `input[r * row_stride + j * tap_stride + l]`.
+    pub input: *const T,
+    pub row_stride: usize,
+    pub tap_stride: usize,
+    pub taps: usize,
+    /// Weight of tap `j`, channel `l` at `weights[j * weight_stride + l]`.
+    pub weights: *const T,
+    pub weight_stride: usize,
+    pub bias: *const T,
+    /// Output of row `r`, channel `l` at `out[r * out_row + l * out_lane]`; rows `< rows` are written.
+    pub out: *mut T,
+    pub out_row: usize,
+    pub out_lane: usize,
+    pub rows: usize,
+}
+
+/// A depthwise block kernel and the channels it handles at once.
+#[derive(Clone, Copy)]
+pub struct DepthwiseBlock<T> {
+    pub lanes: usize,
+    /// # Safety
+    /// Every pointer in the arguments addresses what its field documents, for `lanes` channels.
+    pub run: unsafe fn(DepthwiseArgs<T>),
+}
+
+/// Portable block: the compiler vectorises the `W` lanes; fused multiply-add when `FUSED`.
+///
+/// # Safety
+/// As [`DepthwiseBlock::run`] with `lanes = W`.
+#[inline(always)]
+pub unsafe fn block_generic<T: Element, const W: usize, const FUSED: bool>(a: DepthwiseArgs<T>) {
+    let mut acc = [[T::zero(); W]; ROWS];
+    for j in 0..a.taps {
+        for (r, acc_row) in acc.iter_mut().enumerate() {
+            for (l, v) in acc_row.iter_mut().enumerate() {
+                // SAFETY: in bounds by the caller's contract.
+                let (x, w) = unsafe { (*a.input.add(r * a.row_stride + j * a.tap_stride + l), *a.weights.add(j * a.weight_stride + l)) };
+                *v = if FUSED { x.mul_add(w, *v) } else { *v + x * w };
+            }
+        }
+    }
+    for (r, acc_row) in acc.iter().enumerate().take(a.rows) {
+        for (l, v) in acc_row.iter().enumerate() {
+            // SAFETY: in bounds by the caller's contract.
+            unsafe { *a.out.add(r * a.out_row + l * a.out_lane) = *v + *a.bias.add(l) };
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+pub mod avx2 {
+    use super::{DepthwiseArgs, ROWS};
+    use std::arch::x86_64::*;
+
+    macro_rules! depthwise_block {
+        ($name:ident, $t:ty, $lanes:expr, $step:expr, $zero:ident, $load:ident, $fma:ident, $add:ident, $store:ident) => {
+            /// `ROWS` steps x two registers of channels, accumulators in registers across all taps.
+            ///
+            /// # Safety
+            /// As `DepthwiseBlock::run`; the CPU has AVX2 and FMA.
+            #[target_feature(enable = "avx2,fma")]
+            pub unsafe fn $name(a: DepthwiseArgs<$t>) {
+                let mut acc = [[$zero(); 2]; ROWS];
+                for j in 0..a.taps {
+                    // SAFETY: tap j's weights and inputs exist for every row (caller's contract).
+                    unsafe {
+                        let w = a.weights.add(j * a.weight_stride);
+                        let (w0, w1) = ($load(w), $load(w.add($step)));
+                        let x = a.input.add(j * a.tap_stride);
+                        for (r, row) in acc.iter_mut().enumerate() {
+                            let xr = x.add(r * a.row_stride);
+                            row[0] = $fma($load(xr), w0, row[0]);
+                            row[1] = $fma($load(xr.add($step)), w1, row[1]);
+                        }
+                    }
+                }
+                // SAFETY: bias has `lanes` values; output rows below `rows` belong to the caller.
+                unsafe {
+                    let (b0, b1) = ($load(a.bias), $load(a.bias.add($step)));
+                    for (r, row) in acc.iter().enumerate().take(a.rows) {
+                        let (v0, v1) = ($add(row[0], b0), $add(row[1], b1));
+                        let out = a.out.add(r * a.out_row);
+                        if a.out_lane == 1 {
+                            $store(out, v0);
+                            $store(out.add($step), v1);
+                        } else {
+                            let mut lanes = [0.0 as $t; $lanes];
+                            $store(lanes.as_mut_ptr(), v0);
+                            $store(lanes.as_mut_ptr().add($step), v1);
+                            for (l, v) in lanes.iter().enumerate() {
+                                *out.add(l * a.out_lane) = *v;
+                            }
+                        }
+                    }
+                }
+            }
+        };
+    }
+
+    depthwise_block!(f32_4x16, f32, 16, 8, _mm256_setzero_ps, _mm256_loadu_ps, _mm256_fmadd_ps, _mm256_add_ps, _mm256_storeu_ps);
+    depthwise_block!(f64_4x8, f64, 8, 4, _mm256_setzero_pd, _mm256_loadu_pd, _mm256_fmadd_pd, _mm256_add_pd, _mm256_storeu_pd);
+}

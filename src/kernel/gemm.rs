@@ -4,7 +4,7 @@
 //! micro-kernel reads every tap straight from that tile. Extra memory is one tile per worker.
 
 use super::microkernel::{Lhs, MicroKernel, MAX_TILE};
-use super::tile::{pack_tile, TileLayout};
+use super::tile::{tile_source, TileLayout, TileSource};
 use super::{for_each_item, Element, SharedOut};
 use crate::geometry::Geometry;
 use crate::params::DataFormat;
@@ -105,7 +105,7 @@ pub fn run<T: Element>(
         let t_begin = tile * layout.steps;
         let t_end = (t_begin + layout.steps).min(geo.out_steps);
         let mut scratch_tile = [T::zero(); MAX_TILE];
-        let mut pack_start = usize::MAX;
+        let mut source: Option<(usize, TileSource<T>)> = None;
         for fb in 0..blocks {
             let cols = nr.min(fg - fb * nr);
             let o0 = g * fg + fb * nr;
@@ -113,23 +113,20 @@ pub fn run<T: Element>(
             let bias_ptr = bias_blocks[(g * blocks + fb) * nr..].as_ptr();
             for t0 in (t_begin..t_end).step_by(mr) {
                 // im2col tiles hold MR rows only: repack when the rows change.
-                let local = if layout.im2col {
-                    if pack_start != t0 {
-                        pack_tile(geo, &layout, &x, n, g * cg, cg, t0, packed);
-                        pack_start = t0;
+                let start = if layout.im2col { t0 } else { t_begin };
+                let tile = match source {
+                    Some((s, tile)) if s == start => tile,
+                    _ => {
+                        let tile = tile_source(geo, &layout, &x, n, g * cg, cg, start, packed);
+                        source = Some((start, tile));
+                        tile
                     }
-                    0
-                } else {
-                    if pack_start != t_begin {
-                        pack_tile(geo, &layout, &x, n, g * cg, cg, t_begin, packed);
-                        pack_start = t_begin;
-                    }
-                    t0 - t_begin
                 };
                 let lhs = Lhs {
-                    ptr: packed[local * layout.row_step * cg..].as_ptr(),
-                    row: layout.row_step * cg,
-                    tap: layout.tap_step * cg,
+                    // SAFETY: output row t0 - start of the tile starts inside it (TileLayout).
+                    ptr: unsafe { tile.ptr.add((t0 - start) * layout.row_step * tile.pitch) },
+                    row: layout.row_step * tile.pitch,
+                    tap: layout.tap_step * tile.pitch,
                     taps: geo.kernel_size,
                     channels: cg,
                 };

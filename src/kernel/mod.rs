@@ -75,6 +75,8 @@ pub(crate) fn use_avx2(simd: Simd) -> bool {
 pub trait Element: Float + Default + Send + Sync + Debug + 'static {
     /// The GEMM micro-kernel for this type and instruction set.
     fn microkernel(simd: Simd) -> MicroKernel<Self>;
+    /// The depthwise block kernel for this type and instruction set.
+    fn depthwise_block(simd: Simd) -> depthwise::DepthwiseBlock<Self>;
 }
 
 impl Element for f32 {
@@ -86,6 +88,15 @@ impl Element for f32 {
         let _ = simd;
         MicroKernel { mr: 4, nr: 8, run: microkernel::portable_4x8::<f32> }
     }
+
+    fn depthwise_block(simd: Simd) -> depthwise::DepthwiseBlock<f32> {
+        #[cfg(target_arch = "x86_64")]
+        if use_avx2(simd) {
+            return depthwise::DepthwiseBlock { lanes: 16, run: depthwise::avx2::f32_4x16 };
+        }
+        let _ = simd;
+        depthwise::DepthwiseBlock { lanes: 8, run: depthwise::block_generic::<f32, 8, false> }
+    }
 }
 
 impl Element for f64 {
@@ -96,6 +107,15 @@ impl Element for f64 {
         }
         let _ = simd;
         MicroKernel { mr: 4, nr: 8, run: microkernel::portable_4x8::<f64> }
+    }
+
+    fn depthwise_block(simd: Simd) -> depthwise::DepthwiseBlock<f64> {
+        #[cfg(target_arch = "x86_64")]
+        if use_avx2(simd) {
+            return depthwise::DepthwiseBlock { lanes: 8, run: depthwise::avx2::f64_4x8 };
+        }
+        let _ = simd;
+        depthwise::DepthwiseBlock { lanes: 4, run: depthwise::block_generic::<f64, 4, false> }
     }
 }
 

@@ -63,6 +63,43 @@ impl TileLayout {
     }
 }
 
+/// Where a tile's rows are: `ptr` to row 0, channel `c0`, rows `pitch` elements apart.
+#[derive(Clone, Copy)]
+pub struct TileSource<T> {
+    pub ptr: *const T,
+    pub pitch: usize,
+}
+
+/// The tile's rows, read in place from `x` when they are all inside the input with unit
+/// channel stride (no padding to add, no layout to change), else packed into `packed`.
+pub fn tile_source<T: Element>(
+    geo: &Geometry,
+    layout: &TileLayout,
+    x: &ArrayView3<T>,
+    n: usize,
+    c0: usize,
+    cg: usize,
+    t0: usize,
+    packed: &mut [T],
+) -> TileSource<T> {
+    let strides = x.strides();
+    let first = geo.first_input_step(t0);
+    let in_place = !layout.im2col
+        && layout.row_step == geo.strides
+        && strides[2] == 1
+        && strides[1] > 0
+        && first >= 0
+        && first as usize + layout.rows <= geo.steps;
+    if in_place {
+        // SAFETY: n < batch, c0 < channels and `first` < steps were checked, so this element exists;
+        // rows first..first + layout.rows are all inside the input.
+        let ptr = unsafe { x.uget([n, first as usize, c0]) } as *const T;
+        return TileSource { ptr, pitch: strides[1] as usize };
+    }
+    pack_tile(geo, layout, x, n, c0, cg, t0, packed);
+    TileSource { ptr: packed.as_ptr(), pitch: cg }
+}
+
 /// Packs channels `c0..c0 + cg` of the input rows that the tile starting at output step `t0`
 /// reads, as `[row][channel]`, zero where the input is padded.
 pub fn pack_tile<T: Element>(
