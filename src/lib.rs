@@ -32,6 +32,8 @@ mod reference;
 mod shape;
 
 #[cfg(feature = "python")]
+mod buffer_pool;
+#[cfg(feature = "python")]
 mod python;
 
 pub use conv::{conv1d, conv1d_into, conv1d_with, PreparedKernel};

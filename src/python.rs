@@ -3,9 +3,11 @@
 //! converts arrays, releases the GIL around the compute and maps errors to exceptions.
 
 use crate::{Algorithm, ComputeOptions, Conv1dParams, ConvError, DataFormat, Element, Padding, PreparedKernel, Simd};
-use numpy::{IntoPyArray, PyArray3, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray3, PyUntypedArray, PyUntypedArrayMethods};
+use numpy::{PyArray3, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray3, PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::exceptions::{PyMemoryError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
+use crate::buffer_pool::BufferPool;
+use ndarray::{ArrayView3, ArrayViewMut3};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 impl From<ConvError> for PyErr {
@@ -80,7 +82,7 @@ fn prepare_typed<T: Element + numpy::Element>(
     compute(py, || PreparedKernel::new(view, groups, options))
 }
 
-fn forward_typed<'py, T: Element + numpy::Element>(
+fn forward_typed<'py, T: Pooled>(
     py: Python<'py>,
     prepared: &PreparedKernel<T>,
     x: &Bound<'py, PyUntypedArray>,
@@ -100,8 +102,84 @@ fn forward_typed<'py, T: Element + numpy::Element>(
         None => None,
     };
     let (xv, bv) = (x.as_array(), bias.as_ref().map(|b| b.as_array()));
-    let y = compute(py, || prepared.forward(xv, bv, params))?;
-    Ok(y.into_pyarray(py).into_any().cast_into::<PyUntypedArray>()?)
+    let shape = prepared.geometry(dims(&xv), bv.map(|b| b.len()), params)?.output_shape();
+    let len = shape.iter().product::<usize>();
+    let data = match T::pool().take(len) {
+        Some(mut recycled) => {
+            let out = ArrayViewMut3::from_shape(shape, &mut recycled[..]).map_err(|e| PyValueError::new_err(e.to_string()))?;
+            compute(py, || prepared.forward_into(xv, bv, params, out))?;
+            recycled
+        }
+        None => compute(py, || prepared.forward(xv, bv, params))?.into_raw_vec_and_offset().0,
+    };
+    let view = ArrayView3::from_shape(shape, &data[..]).map_err(|e| PyValueError::new_err(e.to_string()))?.as_ptr();
+    let owner = Bound::new(py, OutputBuffer { data: T::wrap(data) })?;
+    // SAFETY: the view addresses the heap block of the Vec now owned by `owner`, which the array
+    // keeps alive as its base; moving the Vec into `owner` did not move that block.
+    let array = unsafe {
+        let view = ArrayView3::from_shape_ptr(shape, view);
+        PyArray3::borrow_from_array(&view, owner.into_any())
+    };
+    Ok(array.into_any().cast_into::<PyUntypedArray>()?)
+}
+
+fn dims<T>(a: &ArrayView3<'_, T>) -> [usize; 3] {
+    let (p, q, r) = a.dim();
+    [p, q, r]
+}
+
+static POOL_F32: BufferPool<f32> = BufferPool::new();
+static POOL_F64: BufferPool<f64> = BufferPool::new();
+
+/// The element types whose outputs are pooled.
+trait Pooled: Element + numpy::Element {
+    fn pool() -> &'static BufferPool<Self>;
+    fn wrap(data: Vec<Self>) -> PooledData;
+}
+
+impl Pooled for f32 {
+    fn pool() -> &'static BufferPool<f32> {
+        &POOL_F32
+    }
+    fn wrap(data: Vec<f32>) -> PooledData {
+        PooledData::F32(data)
+    }
+}
+
+impl Pooled for f64 {
+    fn pool() -> &'static BufferPool<f64> {
+        &POOL_F64
+    }
+    fn wrap(data: Vec<f64>) -> PooledData {
+        PooledData::F64(data)
+    }
+}
+
+enum PooledData {
+    F32(Vec<f32>),
+    F64(Vec<f64>),
+}
+
+/// Owns an output array's memory; when NumPy drops the array, the memory returns to the pool.
+#[pyclass(module = "conv1d_rs._core", frozen)]
+struct OutputBuffer {
+    data: PooledData,
+}
+
+impl Drop for OutputBuffer {
+    fn drop(&mut self) {
+        match std::mem::replace(&mut self.data, PooledData::F32(Vec::new())) {
+            PooledData::F32(v) => POOL_F32.give(v),
+            PooledData::F64(v) => POOL_F64.give(v),
+        }
+    }
+}
+
+/// Frees the idle output buffers kept for reuse.
+#[pyfunction]
+fn release_buffers() {
+    POOL_F32.clear();
+    POOL_F64.clear();
 }
 
 #[pymethods]
@@ -183,6 +261,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(has_avx2_fma, m)?)?;
     m.add_function(wrap_pyfunction!(num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(fma_peak_gflops, m)?)?;
+    m.add_function(wrap_pyfunction!(release_buffers, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }
