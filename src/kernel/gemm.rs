@@ -64,6 +64,11 @@ impl<T: Element> PackedWeights<T> {
     }
 }
 
+/// Output size from which memory-bound results bypass the caches.
+const STREAM_MIN_BYTES: usize = 8 << 20;
+/// Most multiply-adds per output element for which a call counts as memory-bound.
+const STREAM_MAX_DEPTH: usize = 32;
+
 /// Runs the convolution into `out`, a standard-layout buffer of `geo.output_shape()`.
 /// `x` is viewed as `(batch, steps, channels)` whatever its memory layout.
 pub fn run<T: Element>(
@@ -97,6 +102,12 @@ pub fn run<T: Element>(
     let items = geo.batch * geo.groups * tiles;
     let out_ptr = SharedOut(out.as_mut_ptr().cast::<T>());
     let parallel = parallel && geo.macs() >= super::PARALLEL_MIN_MACS;
+    // Outputs far larger than the caches, with little work per element, are bound by memory
+    // writes: write around the caches. With more work per element the stores hide behind it.
+    let out_bytes = out.len() * std::mem::size_of::<T>();
+    let stream = out_bytes >= STREAM_MIN_BYTES
+        && cg * geo.kernel_size <= STREAM_MAX_DEPTH
+        && (geo.filters * std::mem::size_of::<T>()) % 16 == 0;
 
     for_each_item::<T, _>(items, layout.rows * cg, parallel, |item, packed| {
         let tile = item % tiles;
@@ -136,7 +147,10 @@ pub fn run<T: Element>(
                     // SAFETY: rows t0..t0+mr and filters o0..o0+nr of batch item n lie inside the
                     // output and belong to this work item alone (items split batch x group x steps);
                     // the packed tile covers every row the micro-kernel reads (see TileLayout).
-                    unsafe { (mk.run)(lhs, b, bias_ptr, out_ptr.get().add(offset), geo.filters) };
+                    let c = unsafe { out_ptr.get().add(offset) };
+                    let run = if stream && (c as usize) % 16 == 0 { mk.run_stream } else { mk.run };
+                    // SAFETY: as above; `run_stream` only with 16-byte aligned rows (ldc checked below).
+                    unsafe { run(lhs, b, bias_ptr, c, geo.filters) };
                 } else {
                     // SAFETY: as above, into a stack tile of MAX_TILE >= mr * nr elements.
                     unsafe { (mk.run)(lhs, b, bias_ptr, scratch_tile.as_mut_ptr(), nr) };
@@ -153,6 +167,10 @@ pub fn run<T: Element>(
                     }
                 }
             }
+        }
+        #[cfg(target_arch = "x86_64")]
+        if stream {
+            super::microkernel::avx2::store_fence();
         }
     });
 }

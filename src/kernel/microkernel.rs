@@ -17,6 +17,8 @@ pub struct MicroKernel<T> {
     /// `b` holds `taps * channels * nr`, `bias` holds `nr` elements, and `c` has `mr` rows of
     /// `nr` writable elements `ldc` apart.
     pub run: unsafe fn(a: Lhs<T>, b: *const T, bias: *const T, c: *mut T, ldc: usize),
+    /// `run` with non-temporal stores; needs `c` and `ldc * size_of::<T>()` 16-byte aligned.
+    pub run_stream: unsafe fn(a: Lhs<T>, b: *const T, bias: *const T, c: *mut T, ldc: usize),
 }
 
 /// Where a tile's input rows are: `taps` taps of `channels` values per output row.
@@ -72,71 +74,67 @@ pub mod avx2 {
     use super::Lhs;
     use std::arch::x86_64::*;
 
-    /// # Safety
-    /// As [`super::MicroKernel::run`] with `mr = 6`, `nr = 16`; the CPU has AVX2 and FMA.
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn f32_6x16(a: Lhs<f32>, b: *const f32, bias: *const f32, c: *mut f32, ldc: usize) {
-        let mut acc = [[_mm256_setzero_ps(); 2]; 6];
-        let mut b = b;
-        for j in 0..a.taps {
-            // SAFETY: rows 0..6 of tap j are readable for `channels` values (caller's contract).
-            let rows: [*const f32; 6] = std::array::from_fn(|i| unsafe { a.ptr.add(i * a.row + j * a.tap) });
-            for ch in 0..a.channels {
-                // SAFETY: `ch < channels` for every row; B holds 16 values per (tap, channel).
-                unsafe {
-                    let b0 = _mm256_loadu_ps(b);
-                    let b1 = _mm256_loadu_ps(b.add(8));
-                    for (row, &ptr) in acc.iter_mut().zip(&rows) {
-                        let av = _mm256_broadcast_ss(&*ptr.add(ch));
-                        row[0] = _mm256_fmadd_ps(av, b0, row[0]);
-                        row[1] = _mm256_fmadd_ps(av, b1, row[1]);
+    macro_rules! kernel_6x2 {
+        ($name:ident, $t:ty, $half:expr, $zero:ident, $load:ident, $broadcast:ident, $fma:ident, $add:ident,
+         $store:ident, $stream:ident, $cast_low:ident, $high:ident, $quarter:expr) => {
+            /// A 6-step x two-register tile. With `STREAM`, results go to memory with
+            /// non-temporal stores (the caller guarantees 16-byte aligned rows), for outputs
+            /// too large to stay in cache, whose write-allocate reads would double the traffic.
+            ///
+            /// # Safety
+            /// As [`super::MicroKernel::run`] with `mr = 6`, `nr = 2 * half`; the CPU has AVX2 and FMA.
+            #[target_feature(enable = "avx2,fma")]
+            pub unsafe fn $name<const STREAM: bool>(a: Lhs<$t>, b: *const $t, bias: *const $t, c: *mut $t, ldc: usize) {
+                let mut acc = [[$zero(); 2]; 6];
+                let mut b = b;
+                for j in 0..a.taps {
+                    // SAFETY: rows 0..6 of tap j are readable for `channels` values (caller's contract).
+                    let rows: [*const $t; 6] = std::array::from_fn(|i| unsafe { a.ptr.add(i * a.row + j * a.tap) });
+                    for ch in 0..a.channels {
+                        // SAFETY: `ch < channels` for every row; B holds 2 * half values per (tap, channel).
+                        unsafe {
+                            let b0 = $load(b);
+                            let b1 = $load(b.add($half));
+                            for (row, &ptr) in acc.iter_mut().zip(&rows) {
+                                let av = $broadcast(&*ptr.add(ch));
+                                row[0] = $fma(av, b0, row[0]);
+                                row[1] = $fma(av, b1, row[1]);
+                            }
+                            b = b.add(2 * $half);
+                        }
                     }
-                    b = b.add(16);
+                }
+                // SAFETY: `bias` has 2 * half elements and each of the 6 rows of `c` has as many
+                // writable ones (16-byte aligned when STREAM).
+                unsafe {
+                    let bias0 = $load(bias);
+                    let bias1 = $load(bias.add($half));
+                    for (i, row) in acc.iter().enumerate() {
+                        let out = c.add(i * ldc);
+                        let (v0, v1) = ($add(row[0], bias0), $add(row[1], bias1));
+                        if STREAM {
+                            $stream(out, $cast_low(v0));
+                            $stream(out.add($quarter), $high(v0, 1));
+                            $stream(out.add($half), $cast_low(v1));
+                            $stream(out.add($half + $quarter), $high(v1, 1));
+                        } else {
+                            $store(out, v0);
+                            $store(out.add($half), v1);
+                        }
+                    }
                 }
             }
-        }
-        // SAFETY: `bias` has 16 elements and each of the 6 rows of `c` has 16 writable ones.
-        unsafe {
-            let bias0 = _mm256_loadu_ps(bias);
-            let bias1 = _mm256_loadu_ps(bias.add(8));
-            for (i, row) in acc.iter().enumerate() {
-                _mm256_storeu_ps(c.add(i * ldc), _mm256_add_ps(row[0], bias0));
-                _mm256_storeu_ps(c.add(i * ldc + 8), _mm256_add_ps(row[1], bias1));
-            }
-        }
+        };
     }
 
-    /// # Safety
-    /// As [`super::MicroKernel::run`] with `mr = 6`, `nr = 8`; the CPU has AVX2 and FMA.
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn f64_6x8(a: Lhs<f64>, b: *const f64, bias: *const f64, c: *mut f64, ldc: usize) {
-        let mut acc = [[_mm256_setzero_pd(); 2]; 6];
-        let mut b = b;
-        for j in 0..a.taps {
-            // SAFETY: rows 0..6 of tap j are readable for `channels` values (caller's contract).
-            let rows: [*const f64; 6] = std::array::from_fn(|i| unsafe { a.ptr.add(i * a.row + j * a.tap) });
-            for ch in 0..a.channels {
-                // SAFETY: `ch < channels` for every row; B holds 8 values per (tap, channel).
-                unsafe {
-                    let b0 = _mm256_loadu_pd(b);
-                    let b1 = _mm256_loadu_pd(b.add(4));
-                    for (row, &ptr) in acc.iter_mut().zip(&rows) {
-                        let av = _mm256_broadcast_sd(&*ptr.add(ch));
-                        row[0] = _mm256_fmadd_pd(av, b0, row[0]);
-                        row[1] = _mm256_fmadd_pd(av, b1, row[1]);
-                    }
-                    b = b.add(8);
-                }
-            }
-        }
-        // SAFETY: `bias` has 8 elements and each of the 6 rows of `c` has 8 writable ones.
-        unsafe {
-            let bias0 = _mm256_loadu_pd(bias);
-            let bias1 = _mm256_loadu_pd(bias.add(4));
-            for (i, row) in acc.iter().enumerate() {
-                _mm256_storeu_pd(c.add(i * ldc), _mm256_add_pd(row[0], bias0));
-                _mm256_storeu_pd(c.add(i * ldc + 4), _mm256_add_pd(row[1], bias1));
-            }
-        }
+    kernel_6x2!(f32_6x16, f32, 8, _mm256_setzero_ps, _mm256_loadu_ps, _mm256_broadcast_ss, _mm256_fmadd_ps,
+        _mm256_add_ps, _mm256_storeu_ps, _mm_stream_ps, _mm256_castps256_ps128, _mm256_extractf128_ps, 4);
+    kernel_6x2!(f64_6x8, f64, 4, _mm256_setzero_pd, _mm256_loadu_pd, _mm256_broadcast_sd, _mm256_fmadd_pd,
+        _mm256_add_pd, _mm256_storeu_pd, _mm_stream_pd, _mm256_castpd256_pd128, _mm256_extractf128_pd, 2);
+
+    /// Orders earlier non-temporal stores before what follows (other threads read the output).
+    pub fn store_fence() {
+        // SAFETY: SSE is part of x86_64.
+        unsafe { _mm_sfence() };
     }
 }

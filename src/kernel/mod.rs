@@ -83,10 +83,15 @@ impl Element for f32 {
     fn microkernel(simd: Simd) -> MicroKernel<f32> {
         #[cfg(target_arch = "x86_64")]
         if use_avx2(simd) {
-            return MicroKernel { mr: 6, nr: 16, run: microkernel::avx2::f32_6x16 };
+            return MicroKernel {
+                mr: 6,
+                nr: 16,
+                run: microkernel::avx2::f32_6x16::<false>,
+                run_stream: microkernel::avx2::f32_6x16::<true>,
+            };
         }
         let _ = simd;
-        MicroKernel { mr: 4, nr: 8, run: microkernel::portable_4x8::<f32> }
+        MicroKernel { mr: 4, nr: 8, run: microkernel::portable_4x8::<f32>, run_stream: microkernel::portable_4x8::<f32> }
     }
 
     fn depthwise_block(simd: Simd) -> depthwise::DepthwiseBlock<f32> {
@@ -103,10 +108,15 @@ impl Element for f64 {
     fn microkernel(simd: Simd) -> MicroKernel<f64> {
         #[cfg(target_arch = "x86_64")]
         if use_avx2(simd) {
-            return MicroKernel { mr: 6, nr: 8, run: microkernel::avx2::f64_6x8 };
+            return MicroKernel {
+                mr: 6,
+                nr: 8,
+                run: microkernel::avx2::f64_6x8::<false>,
+                run_stream: microkernel::avx2::f64_6x8::<true>,
+            };
         }
         let _ = simd;
-        MicroKernel { mr: 4, nr: 8, run: microkernel::portable_4x8::<f64> }
+        MicroKernel { mr: 4, nr: 8, run: microkernel::portable_4x8::<f64>, run_stream: microkernel::portable_4x8::<f64> }
     }
 
     fn depthwise_block(simd: Simd) -> depthwise::DepthwiseBlock<f64> {
