@@ -3,6 +3,7 @@
 use crate::error::{ConvError, Result};
 use crate::geometry::Geometry;
 use crate::kernel::depthwise::{self, DepthwiseWeights};
+use crate::kernel::fft::{self, FftWeights};
 use crate::kernel::gemm::{self, PackedWeights};
 use crate::kernel::microkernel::MicroKernel;
 use crate::kernel::{Algorithm, ComputeOptions, Element};
@@ -10,6 +11,7 @@ use crate::params::{Conv1dParams, DataFormat};
 use crate::reference::reference_into;
 use ndarray::{Array3, ArrayView1, ArrayView3, ArrayViewMut3};
 use std::mem::MaybeUninit;
+use std::sync::{Arc, Mutex};
 
 /// Convolves `x` with a Keras-layout `kernel` of shape `(kernel_size, in_channels / groups, filters)`
 /// and adds `bias`, returning a new array in `params.data_format`.
@@ -101,6 +103,33 @@ pub struct PreparedKernel<T: Element> {
     groups: usize,
     options: ComputeOptions,
     packed: Packed<T>,
+    long_kernel: Option<Arc<LongKernel<T>>>,
+}
+
+/// A long kernel kept for the FFT path, with its spectra for the last dilation used.
+struct LongKernel<T: Element> {
+    kernel: Array3<T>,
+    finite: bool,
+    spectra: Mutex<Option<Arc<FftWeights<T>>>>,
+}
+
+/// Kernels shorter than this never pay for FFTs.
+const FFT_MIN_TAPS: usize = 16;
+/// Largest kernel spectra kept in memory.
+const FFT_MAX_SPECTRA_BYTES: usize = 256 << 20;
+
+impl<T: Element> LongKernel<T> {
+    fn spectra(&self, groups: usize, dilation_rate: usize) -> Arc<FftWeights<T>> {
+        let mut cached = self.spectra.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        match cached.as_ref() {
+            Some(weights) if weights.dilation_rate == dilation_rate => Arc::clone(weights),
+            _ => {
+                let weights = Arc::new(FftWeights::new(self.kernel.view(), groups, dilation_rate));
+                *cached = Some(Arc::clone(&weights));
+                weights
+            }
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -135,6 +164,38 @@ impl<T: Element> PreparedKernel<T> {
             }
             chosen => chosen,
         };
+        // Packing allocates infallibly, and a failed allocation aborts the process: check
+        // first that the packed weights and a copy of the kernel can be had (a broadcast
+        // kernel may be far larger than the memory behind it).
+        let elements = kernel_size * in_per_group * filters;
+        let packed_len = match algorithm {
+            Algorithm::Depthwise | Algorithm::Reference => Some(elements),
+            _ => {
+                let nr = T::microkernel(options.simd).nr;
+                (filters / groups)
+                    .div_ceil(nr)
+                    .checked_mul(nr * groups)
+                    .and_then(|v| v.checked_mul(kernel_size * in_per_group))
+            }
+        };
+        let needed = packed_len.and_then(|n| n.checked_add(elements)).ok_or_else(|| {
+            ConvError::TooLarge(format!("kernel of shape {:?} with groups={groups} is too large to pack", kernel.dim()))
+        })?;
+        ensure_allocatable::<T>(needed, "packed kernel")?;
+        let long_kernel = match algorithm {
+            Algorithm::Fft => true,
+            Algorithm::Auto | Algorithm::Gemm | Algorithm::Depthwise => {
+                options.algorithm == Algorithm::Auto && kernel_size >= FFT_MIN_TAPS
+            }
+            Algorithm::Reference => false,
+        }
+        .then(|| {
+            Arc::new(LongKernel {
+                kernel: kernel.to_owned(),
+                finite: kernel.iter().all(|v| v.is_finite()),
+                spectra: Mutex::new(None),
+            })
+        });
         let packed = match algorithm {
             Algorithm::Depthwise => Packed::Depthwise(DepthwiseWeights::new(kernel)),
             Algorithm::Reference => Packed::Reference(kernel.to_owned()),
@@ -143,11 +204,14 @@ impl<T: Element> PreparedKernel<T> {
                 Packed::Gemm(PackedWeights::new(kernel, groups, mk.nr), mk)
             }
         };
-        Ok(PreparedKernel { kernel_shape: [kernel_size, in_per_group, filters], groups, options: *options, packed })
+        Ok(PreparedKernel { kernel_shape: [kernel_size, in_per_group, filters], groups, options: *options, packed, long_kernel })
     }
 
     /// The algorithm this kernel was packed for.
     pub fn algorithm(&self) -> Algorithm {
+        if self.options.algorithm == Algorithm::Fft {
+            return Algorithm::Fft;
+        }
         match self.packed {
             Packed::Gemm(..) => Algorithm::Gemm,
             Packed::Depthwise(_) => Algorithm::Depthwise,
@@ -169,7 +233,7 @@ impl<T: Element> PreparedKernel<T> {
     /// Convolves `x`, returning a new array.
     pub fn forward(&self, x: ArrayView3<T>, bias: Option<ArrayView1<T>>, params: &Conv1dParams) -> Result<Array3<T>> {
         let geo = self.geometry(dims(&x), bias.map(|b| b.len()), params)?;
-        let data = compute_new(geo.output_len()?, |out| self.run(&geo, x, bias, out))?;
+        let data = try_compute_new(geo.output_len()?, |out| self.run_checked(&geo, x, bias, out))?;
         Array3::from_shape_vec(geo.output_shape(), data).map_err(|e| ConvError::ShapeMismatch(e.to_string()))
     }
 
@@ -192,15 +256,36 @@ impl<T: Element> PreparedKernel<T> {
                 let len = slice.len();
                 // SAFETY: `T` and `MaybeUninit<T>` have the same layout; the kernels only write.
                 let slice = unsafe { std::slice::from_raw_parts_mut(slice.as_mut_ptr().cast::<MaybeUninit<T>>(), len) };
-                self.run(&geo, x, bias, slice)
+                self.run_checked(&geo, x, bias, slice)?;
             }
             None => {
-                let data = compute_new(geo.output_len()?, |out| self.run(&geo, x, bias, out))?;
+                let data = try_compute_new(geo.output_len()?, |out| self.run_checked(&geo, x, bias, out))?;
                 let result = ArrayView3::from_shape(expected, &data).map_err(|e| ConvError::ShapeMismatch(e.to_string()))?;
                 out.assign(&result);
             }
         }
         Ok(())
+    }
+
+    /// Writes every element of `out`, or returns why it stopped early (cancelled, or a
+    /// working buffer could not be allocated), leaving `out` partly unwritten.
+    fn run_checked(&self, geo: &Geometry, x: ArrayView3<T>, bias: Option<ArrayView1<T>>, out: &mut [MaybeUninit<T>]) -> Result<()> {
+        if out.is_empty() {
+            return Ok(());
+        }
+        if geo.in_per_group() == 0 {
+            // No input channels: every output is an empty sum plus its bias. The kernels
+            // assume at least one channel to address.
+            for (index, value) in out.iter_mut().enumerate() {
+                let o = match geo.data_format {
+                    DataFormat::ChannelsLast => index % geo.filters,
+                    DataFormat::ChannelsFirst => (index / geo.out_steps) % geo.filters,
+                };
+                value.write(bias.map_or(T::zero(), |b| b[o]));
+            }
+            return Ok(());
+        }
+        crate::kernel::supervised(|| self.run(geo, x, bias, out))
     }
 
     /// Writes every element of `out`.
@@ -211,11 +296,38 @@ impl<T: Element> PreparedKernel<T> {
             DataFormat::ChannelsFirst => x.permuted_axes([0, 2, 1]),
         };
         let parallel = self.options.parallel;
+        if let Some(weights) = self.fft_weights(geo, &x) {
+            return fft::run(geo, x, &weights, bias, parallel, out);
+        }
         match &self.packed {
             Packed::Gemm(weights, mk) => gemm::run(geo, x, weights, bias, *mk, parallel, out),
             Packed::Depthwise(weights) => depthwise::run(geo, x, weights, bias, self.options.simd, parallel, out),
             Packed::Reference(kernel) => reference_into(geo, x, kernel.view(), bias, out),
         }
+    }
+}
+
+impl<T: Element> PreparedKernel<T> {
+    /// The kernel spectra when the FFT path applies to this call: stride 1, cheaper than the
+    /// direct sum (or forced), spectra of bounded size, and only finite values, since a NaN or
+    /// inf would spread over a whole FFT block instead of the outputs that read it.
+    fn fft_weights(&self, geo: &Geometry, x: &ArrayView3<T>) -> Option<Arc<FftWeights<T>>> {
+        let long = self.long_kernel.as_ref()?;
+        let forced = self.options.algorithm == Algorithm::Fft;
+        let span = geo.halo() + 1;
+        let spectra_bytes = (fft::fft_len(span) / 2 + 1)
+            .saturating_mul(geo.filters)
+            .saturating_mul(geo.in_per_group())
+            .saturating_mul(2 * std::mem::size_of::<T>());
+        let eligible = geo.strides == 1
+            && geo.out_steps > 0
+            && span <= geo.steps.max(1) * 4
+            && spectra_bytes <= FFT_MAX_SPECTRA_BYTES
+            && (forced || fft::relative_cost::<T>(geo) < 1.0);
+        if !eligible || !long.finite || !x.iter().all(|v| v.is_finite()) {
+            return None;
+        }
+        Some(long.spectra(self.groups, geo.dilation_rate))
     }
 }
 
@@ -227,16 +339,34 @@ fn dims<T>(a: &ArrayView3<T>) -> [usize; 3] {
 /// A new buffer of `len` elements filled by `fill`, which must write every element.
 /// Skipping the zero fill saves a full pass over large outputs.
 pub(crate) fn compute_new<T: Element>(len: usize, fill: impl FnOnce(&mut [MaybeUninit<T>])) -> Result<Vec<T>> {
+    try_compute_new(len, |out| {
+        fill(out);
+        Ok(())
+    })
+}
+
+/// [`compute_new`] with a `fill` that may stop early; then the partly written buffer is
+/// dropped unread.
+pub(crate) fn try_compute_new<T: Element>(len: usize, fill: impl FnOnce(&mut [MaybeUninit<T>]) -> Result<()>) -> Result<Vec<T>> {
     let mut data: Vec<MaybeUninit<T>> = Vec::new();
     data.try_reserve_exact(len)
         .map_err(|_| ConvError::TooLarge(format!("cannot allocate {len} output elements")))?;
     // SAFETY: the capacity is `len`, and `MaybeUninit` needs no initialisation.
     unsafe { data.set_len(len) };
-    fill(&mut data);
+    fill(&mut data)?;
     let mut data = std::mem::ManuallyDrop::new(data);
     // SAFETY: `fill` initialised every element (the kernels' contract); same allocation,
     // length and capacity, and `MaybeUninit<T>` has the layout of `T`.
     Ok(unsafe { Vec::from_raw_parts(data.as_mut_ptr().cast::<T>(), len, data.capacity()) })
+}
+
+/// Refuses a size the allocator would not give now, so that code allocating it infallibly
+/// does not abort. The probe only reserves address space: no page is touched.
+pub(crate) fn ensure_allocatable<T>(len: usize, what: &str) -> Result<()> {
+    let mut probe: Vec<T> = Vec::new();
+    probe
+        .try_reserve_exact(len)
+        .map_err(|_| ConvError::TooLarge(format!("cannot allocate a {what} of {len} elements")))
 }
 
 /// A zeroed buffer, or an error instead of the abort a failed allocation would cause.

@@ -12,8 +12,14 @@ pub enum ConvError {
     ShapeMismatch(String),
     /// The output would have no steps (`valid` padding with a kernel longer than the input).
     EmptyOutput(String),
-    /// A size computation overflowed `usize`, or the result would not fit in memory.
+    /// The output or a working buffer cannot be allocated (its size overflows the address
+    /// space, or the allocator refused it).
     TooLarge(String),
+    /// A parameter puts input positions beyond what can be indexed (absurd strides, dilation
+    /// or kernel size), though the output itself might be small.
+    Overflow(String),
+    /// The call was cancelled through a [`crate::CancelToken`] before it finished.
+    Cancelled,
     /// A caller-provided output buffer has the wrong shape.
     OutputShape { expected: [usize; 3], received: [usize; 3] },
 }
@@ -25,6 +31,8 @@ impl fmt::Display for ConvError {
             ConvError::ShapeMismatch(message) => f.write_str(message),
             ConvError::EmptyOutput(message) => f.write_str(message),
             ConvError::TooLarge(message) => f.write_str(message),
+            ConvError::Overflow(message) => f.write_str(message),
+            ConvError::Cancelled => f.write_str("the convolution was cancelled"),
             ConvError::OutputShape { expected, received } => write!(
                 f,
                 "output buffer has shape {received:?}, expected {expected:?}"

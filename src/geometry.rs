@@ -12,12 +12,25 @@ pub struct Geometry {
     pub in_channels: usize,
     pub filters: usize,
     pub kernel_size: usize,
+    /// The stride, capped at the input length: past it there is one output step, whatever
+    /// the stride, and the cap keeps every position the kernels compute representable.
     pub strides: usize,
+    /// The dilation, 1 for a one-tap kernel, where it changes nothing (and the cap keeps
+    /// tap offsets representable).
     pub dilation_rate: usize,
     pub groups: usize,
     pub pad_left: usize,
     pub out_steps: usize,
     pub data_format: DataFormat,
+}
+
+/// Size arithmetic that overflowed is a parameter problem (absurd strides, dilation or
+/// kernel size), not a failed allocation.
+fn overflow(err: ConvError) -> ConvError {
+    match err {
+        ConvError::TooLarge(message) => ConvError::Overflow(message),
+        other => other,
+    }
 }
 
 impl Geometry {
@@ -70,27 +83,39 @@ impl Geometry {
                 )));
             }
         }
-        let span = effective_kernel_size(kernel_size, params.dilation_rate)?;
-        // Kernels index steps with `isize`; keep every padded position representable.
-        steps
-            .checked_add(span)
-            .and_then(|v| v.checked_add(span))
-            .filter(|&v| v <= isize::MAX as usize)
-            .ok_or_else(|| {
-                ConvError::TooLarge(format!(
-                    "steps={steps} with a kernel spanning {span} steps is too large to index"
-                ))
-            })?;
-        let out_steps = output_length(steps, kernel_size, params.strides, params.dilation_rate, params.padding)?;
-        let (pad_left, _) = padding_amounts(steps, kernel_size, params.strides, params.dilation_rate, params.padding)?;
+        let span = effective_kernel_size(kernel_size, params.dilation_rate).map_err(overflow)?;
+        let out_steps =
+            output_length(steps, kernel_size, params.strides, params.dilation_rate, params.padding).map_err(overflow)?;
+        let (pad_left, _) =
+            padding_amounts(steps, kernel_size, params.strides, params.dilation_rate, params.padding).map_err(overflow)?;
+        let strides = params.strides.min(steps.max(1));
+        let dilation_rate = if kernel_size == 1 { 1 } else { params.dilation_rate };
+        // Kernels index steps with `isize`, and tiles run up to TILE_STEPS output steps past
+        // the last one and hold up to TILE_STEPS windows of every channel: keep every such
+        // position and size representable.
+        const TILE_STEPS: usize = 1 << 13;
+        let reach = out_steps
+            .checked_add(TILE_STEPS)
+            .and_then(|v| v.checked_mul(strides))
+            .and_then(|v| v.checked_add(steps))
+            .and_then(|v| v.checked_add(span.checked_mul(2)?));
+        let tile_bytes = span.checked_mul(TILE_STEPS * 16).and_then(|v| v.checked_mul(in_channels));
+        let in_range = |v: Option<usize>| v.is_some_and(|v| v <= isize::MAX as usize);
+        if !in_range(reach) || !in_range(tile_bytes) {
+            return Err(ConvError::Overflow(format!(
+                "a kernel spanning {span} steps (kernel_size={kernel_size}, dilation_rate={}) over {in_channels} \
+                 channels with strides={} is too large to index",
+                params.dilation_rate, params.strides
+            )));
+        }
         let geometry = Geometry {
             batch,
             steps,
             in_channels,
             filters,
             kernel_size,
-            strides: params.strides,
-            dilation_rate: params.dilation_rate,
+            strides,
+            dilation_rate,
             groups,
             pad_left,
             out_steps,

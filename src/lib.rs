@@ -39,7 +39,7 @@ mod python;
 pub use conv::{conv1d, conv1d_into, conv1d_with, PreparedKernel};
 pub use error::{ConvError, Result};
 pub use geometry::Geometry;
-pub use kernel::{Algorithm, ComputeOptions, Element, Simd};
+pub use kernel::{with_cancel, Algorithm, CancelToken, ComputeOptions, Element, Simd};
 pub use params::{Conv1dParams, DataFormat, Padding};
 pub use reference::conv1d_reference;
 pub use shape::{effective_kernel_size, output_length, padding_amounts};

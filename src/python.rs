@@ -2,18 +2,23 @@
 //! Argument normalisation and Keras semantics live in the Python package; this module
 //! converts arrays, releases the GIL around the compute and maps errors to exceptions.
 
-use crate::{Algorithm, ComputeOptions, Conv1dParams, ConvError, DataFormat, Element, Padding, PreparedKernel, Simd};
-use numpy::{PyArray3, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray3, PyUntypedArray, PyUntypedArrayMethods};
-use pyo3::exceptions::{PyMemoryError, PyRuntimeError, PyTypeError, PyValueError};
+use crate::{with_cancel, Algorithm, CancelToken, ComputeOptions, Conv1dParams, ConvError, DataFormat, Element, Padding, PreparedKernel, Simd};
+use numpy::{PyArray, PyArray3, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray3, PyUntypedArray, PyUntypedArrayMethods};
+use pyo3::exceptions::{PyMemoryError, PyOverflowError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use crate::buffer_pool::BufferPool;
 use ndarray::{ArrayView3, ArrayViewMut3};
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Condvar, Mutex, PoisonError};
+use std::time::Duration;
 
 impl From<ConvError> for PyErr {
     fn from(err: ConvError) -> PyErr {
         match err {
             ConvError::TooLarge(_) => PyMemoryError::new_err(err.to_string()),
+            ConvError::Overflow(_) => PyOverflowError::new_err(err.to_string()),
+            // Only `compute` cancels, and it raises the interrupt that caused it instead.
+            ConvError::Cancelled => PyRuntimeError::new_err(err.to_string()),
             _ => PyValueError::new_err(err.to_string()),
         }
     }
@@ -25,9 +30,10 @@ fn parse_options(algorithm: &str, simd: &str, parallel: bool) -> PyResult<Comput
         "gemm" => Algorithm::Gemm,
         "depthwise" => Algorithm::Depthwise,
         "reference" => Algorithm::Reference,
+        "fft" => Algorithm::Fft,
         other => {
             return Err(PyValueError::new_err(format!(
-                "algorithm must be one of 'auto', 'gemm', 'depthwise', 'reference'; received {other:?}"
+                "algorithm must be one of 'auto', 'gemm', 'depthwise', 'fft', 'reference'; received {other:?}"
             )))
         }
     };
@@ -55,8 +61,82 @@ fn parse_params(strides: usize, padding: &str, data_format: &str, dilation_rate:
 fn compute<R: Send>(py: Python<'_>, f: impl FnOnce() -> crate::Result<R> + Send) -> PyResult<R> {
     match py.detach(|| catch_unwind(AssertUnwindSafe(f))) {
         Ok(result) => Ok(result?),
-        Err(_) => Err(PyRuntimeError::new_err("internal error in the conv1d_rs core (a Rust panic); please report it")),
+        Err(_) => Err(panic_error()),
     }
+}
+
+fn panic_error() -> PyErr {
+    PyRuntimeError::new_err("internal error in the conv1d_rs core (a Rust panic); please report it")
+}
+
+/// Multiply-adds plus outputs from which a call is worth watching for Ctrl-C: smaller calls
+/// finish in well under 0.1 s, and the helper thread would cost more than it gives.
+const INTERRUPTIBLE_MIN_WORK: f64 = 1e8;
+
+/// [`compute`], and when `watch`, interruptible: `f` runs on a helper thread while this one,
+/// every 50 ms, takes the GIL to run Python's signal handlers (which only run on the main
+/// thread, and not while it computes). When one raises, as Ctrl-C's KeyboardInterrupt does,
+/// `f` is cancelled, stops within one work item, and that exception is raised.
+fn compute_interruptible<R: Send>(py: Python<'_>, watch: bool, f: impl FnOnce() -> crate::Result<R> + Send) -> PyResult<R> {
+    if !watch {
+        return compute(py, f);
+    }
+    let token = CancelToken::new();
+    let job = Mutex::new(Some(f));
+    let done = (Mutex::new(false), Condvar::new());
+    let work = || {
+        let f = job.lock().unwrap_or_else(PoisonError::into_inner).take();
+        let result = catch_unwind(AssertUnwindSafe(|| f.map(|f| with_cancel(&token, f))));
+        *done.0.lock().unwrap_or_else(PoisonError::into_inner) = true;
+        done.1.notify_all();
+        result
+    };
+    std::thread::scope(|scope| {
+        let Ok(worker) = std::thread::Builder::new().name("conv1d_rs".into()).spawn_scoped(scope, work) else {
+            // No thread to be had: compute here, uninterruptibly.
+            let f = job.lock().unwrap_or_else(PoisonError::into_inner).take();
+            return f.map_or_else(|| Err(panic_error()), |f| compute(py, f));
+        };
+        let mut interrupt = None;
+        loop {
+            let finished = py.detach(|| {
+                let finished = done.0.lock().unwrap_or_else(PoisonError::into_inner);
+                let wait = done.1.wait_timeout_while(finished, Duration::from_millis(50), |finished| !*finished);
+                let (finished, _) = wait.unwrap_or_else(PoisonError::into_inner);
+                *finished
+            });
+            if finished {
+                break;
+            }
+            if interrupt.is_none() {
+                if let Err(err) = py.check_signals() {
+                    token.cancel();
+                    interrupt = Some(err);
+                }
+            }
+        }
+        let result = worker.join();
+        if let Some(err) = interrupt {
+            return Err(err);
+        }
+        match result {
+            Ok(Ok(Some(result))) => Ok(result?),
+            _ => Err(panic_error()),
+        }
+    })
+}
+
+/// `a` itself when rust-numpy can view it as it is, else an aligned C-contiguous copy:
+/// rust-numpy's views assume aligned data and strides that are multiples of the element
+/// size (a field of a packed record array, or `as_strided`, can break both), and an empty
+/// array's strides may point outside its allocation.
+fn viewable<'py, T: numpy::Element, D: ndarray::Dimension>(a: Bound<'py, PyArray<T, D>>) -> PyResult<Bound<'py, PyArray<T, D>>> {
+    let item = std::mem::size_of::<T>() as isize;
+    if a.is_aligned() && !a.is_empty() && a.strides().iter().all(|s| s % item == 0) {
+        return Ok(a);
+    }
+    let copy = a.py().import("numpy")?.call_method1("ascontiguousarray", (&a,))?;
+    Ok(copy.cast_into::<PyArray<T, D>>()?)
 }
 
 /// A kernel packed once for one dtype.
@@ -77,7 +157,7 @@ fn prepare_typed<T: Element + numpy::Element>(
     groups: usize,
     options: &ComputeOptions,
 ) -> PyResult<PreparedKernel<T>> {
-    let kernel: PyReadonlyArray3<T> = kernel.cast::<PyArray3<T>>()?.try_readonly()?;
+    let kernel: PyReadonlyArray3<T> = viewable(kernel.cast::<PyArray3<T>>()?.clone())?.try_readonly()?;
     let view = kernel.as_array();
     compute(py, || PreparedKernel::new(view, groups, options))
 }
@@ -89,28 +169,37 @@ fn forward_typed<'py, T: Pooled>(
     bias: Option<&Bound<'py, PyUntypedArray>>,
     params: &Conv1dParams,
 ) -> PyResult<Bound<'py, PyUntypedArray>> {
-    let x: PyReadonlyArray3<T> = x
-        .cast::<PyArray3<T>>()
-        .map_err(|_| PyTypeError::new_err("x must be a 3-D array of the kernel's dtype"))?
-        .try_readonly()?;
+    let x = x.cast::<PyArray3<T>>().map_err(|_| {
+        PyTypeError::new_err(format!("x must be a 3-D array of the kernel's dtype; got a {}-D {} array", x.ndim(), x.dtype()))
+    })?;
+    let x: PyReadonlyArray3<T> = viewable(x.clone())?.try_readonly()?;
     let bias: Option<PyReadonlyArray1<T>> = match bias {
-        Some(b) => Some(
-            b.cast::<numpy::PyArray1<T>>()
-                .map_err(|_| PyTypeError::new_err("bias must be a 1-D array of the kernel's dtype"))?
-                .try_readonly()?,
-        ),
+        Some(b) => {
+            let b = b.cast::<numpy::PyArray1<T>>().map_err(|_| {
+                PyTypeError::new_err(format!(
+                    "bias must be a 1-D array of the kernel's dtype; got a {}-D {} array",
+                    b.ndim(),
+                    b.dtype()
+                ))
+            })?;
+            Some(viewable(b.clone())?.try_readonly()?)
+        }
         None => None,
     };
     let (xv, bv) = (x.as_array(), bias.as_ref().map(|b| b.as_array()));
-    let shape = prepared.geometry(dims(&xv), bv.map(|b| b.len()), params)?.output_shape();
-    let len = shape.iter().product::<usize>();
-    let data = match T::pool().take(len) {
+    let geometry = prepared.geometry(dims(&xv), bv.map(|b| b.len()), params)?;
+    let shape = geometry.output_shape();
+    let len = geometry.output_len()?;
+    let watch = geometry.macs() + len as f64 >= INTERRUPTIBLE_MIN_WORK;
+    // A forked child skips the pool: its lock may have been held by a thread of the parent.
+    let recycled = if crate::kernel::forked_child() { None } else { T::pool().take(len) };
+    let data = match recycled {
         Some(mut recycled) => {
             let out = ArrayViewMut3::from_shape(shape, &mut recycled[..]).map_err(|e| PyValueError::new_err(e.to_string()))?;
-            compute(py, || prepared.forward_into(xv, bv, params, out))?;
+            compute_interruptible(py, watch, || prepared.forward_into(xv, bv, params, out))?;
             recycled
         }
-        None => compute(py, || prepared.forward(xv, bv, params))?.into_raw_vec_and_offset().0,
+        None => compute_interruptible(py, watch, || prepared.forward(xv, bv, params))?.into_raw_vec_and_offset().0,
     };
     let view = ArrayView3::from_shape(shape, &data[..]).map_err(|e| PyValueError::new_err(e.to_string()))?.as_ptr();
     let owner = Bound::new(py, OutputBuffer { data: T::wrap(data) })?;
@@ -168,6 +257,9 @@ struct OutputBuffer {
 
 impl Drop for OutputBuffer {
     fn drop(&mut self) {
+        if crate::kernel::forked_child() {
+            return;
+        }
         match std::mem::replace(&mut self.data, PooledData::F32(Vec::new())) {
             PooledData::F32(v) => POOL_F32.give(v),
             PooledData::F64(v) => POOL_F64.give(v),
@@ -210,6 +302,7 @@ impl PyPreparedKernel {
         match algorithm {
             Algorithm::Depthwise => "depthwise",
             Algorithm::Reference => "reference",
+            Algorithm::Fft => "fft",
             _ => "gemm",
         }
     }
@@ -241,17 +334,18 @@ fn has_avx2_fma() -> bool {
     crate::kernel::has_avx2_fma()
 }
 
-/// Threads in the rayon pool (set by RAYON_NUM_THREADS before the first call).
+/// Threads in the rayon pool (set by RAYON_NUM_THREADS before the first call); 1 in a
+/// process forked after the pool started, which computes on its calling thread.
 #[pyfunction]
 fn num_threads() -> usize {
-    rayon::current_num_threads()
+    crate::kernel::pool_threads()
 }
 
 /// GFLOP/s of a plain AVX2 FMA loop on `threads` threads for about `seconds` (0 without AVX2/FMA).
 #[pyfunction]
 #[pyo3(signature = (seconds=0.3, threads=None))]
 fn fma_peak_gflops(py: Python<'_>, seconds: f64, threads: Option<usize>) -> f64 {
-    let threads = threads.unwrap_or_else(rayon::current_num_threads);
+    let threads = threads.unwrap_or_else(crate::kernel::pool_threads);
     py.detach(|| crate::kernel::peak::fma_peak_gflops(seconds, threads))
 }
 

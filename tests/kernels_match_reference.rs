@@ -180,3 +180,69 @@ fn outputs_larger_than_the_caches_match_reference() {
         check::<f64>(&c, |v| v).unwrap();
     }
 }
+
+/// The FFT path rounds differently from a direct sum: compare within what float64 rounding allows.
+#[test]
+fn fft_path_matches_reference_within_rounding() {
+    let cases = [
+        (2usize, 300usize, 1usize, 3usize, 4usize, 40usize, 1usize, Padding::Same, DataFormat::ChannelsLast),
+        (1, 257, 2, 2, 3, 17, 3, Padding::Causal, DataFormat::ChannelsFirst),
+        (3, 120, 1, 1, 5, 33, 2, Padding::Valid, DataFormat::ChannelsLast),
+        (1, 50, 4, 1, 1, 64, 1, Padding::Same, DataFormat::ChannelsFirst),
+    ];
+    for (batch, steps, groups, cg, fg, k, d, padding, format) in cases {
+        let c = Case {
+            batch,
+            steps,
+            groups,
+            in_per_group: cg,
+            filters_per_group: fg,
+            kernel_size: k,
+            params: Conv1dParams::new().groups(groups).dilation_rate(d).padding(padding).data_format(format),
+            use_bias: true,
+            seed: 3,
+        };
+        let (x, kernel, bias) = arrays(&c);
+        let expected = conv1d_reference(x.view(), kernel.view(), Some(bias.view()), &c.params).unwrap();
+        let options = ComputeOptions { algorithm: Algorithm::Fft, ..ComputeOptions::default() };
+        let got = conv1d_with(x.view(), kernel.view(), Some(bias.view()), &c.params, &options).unwrap();
+        // Small-integer data: exact sums, so any difference is the FFT's rounding.
+        let worst = expected.iter().zip(got.iter()).map(|(e, g)| (e - g).abs()).fold(0.0, f64::max);
+        assert!(worst < 1e-9, "{c:?}: max error {worst}");
+        let got32 = conv1d_with(
+            x.mapv(|v| v as f32).view(),
+            kernel.mapv(|v| v as f32).view(),
+            Some(bias.mapv(|v| v as f32).view()),
+            &c.params,
+            &options,
+        )
+        .unwrap();
+        // Transforms run in f64, so f32 results are the exact sums rounded once, give or take
+        // the f64 transform error (which keeps an exact zero from coming out as zero).
+        let close = |e: f64, g: f32| (e as f32 == g) || (e - g as f64).abs() < 1e-9;
+        assert!(expected.iter().zip(got32.iter()).all(|(&e, &g)| close(e, g)), "{c:?}");
+    }
+}
+
+#[test]
+fn fft_path_keeps_non_finite_values_where_the_direct_sum_puts_them() {
+    let c = Case {
+        batch: 1,
+        steps: 400,
+        groups: 1,
+        in_per_group: 2,
+        filters_per_group: 3,
+        kernel_size: 40,
+        params: Conv1dParams::new().padding(Padding::Same),
+        use_bias: false,
+        seed: 4,
+    };
+    let (mut x, kernel, _) = arrays(&c);
+    x[[0, 200, 1]] = f64::NAN;
+    let options = ComputeOptions { algorithm: Algorithm::Fft, ..ComputeOptions::default() };
+    let got = conv1d_with(x.view(), kernel.view(), None, &c.params, &options).unwrap();
+    let expected = conv1d_reference(x.view(), kernel.view(), None, &c.params).unwrap();
+    for (e, g) in expected.iter().zip(got.iter()) {
+        assert_eq!(e.is_nan(), g.is_nan());
+    }
+}

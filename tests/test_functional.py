@@ -76,7 +76,7 @@ def test_conv1d_matches_numpy_oracle(case: dict) -> None:
 
 
 @settings(max_examples=60, deadline=None)
-@given(conv_cases(), st.sampled_from(["gemm", "reference"]), st.sampled_from(["auto", "portable"]), st.booleans())
+@given(conv_cases(), st.sampled_from(["gemm", "fft", "reference"]), st.sampled_from(["auto", "portable"]), st.booleans())
 def test_every_kernel_path_matches_oracle(case: dict, algorithm: str, simd: str, parallel: bool) -> None:
     x, kernel, bias = arrays(case)
     with conv1d_rs.compute_options(algorithm=algorithm, simd=simd, parallel=parallel):

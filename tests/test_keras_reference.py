@@ -116,7 +116,7 @@ def kernel_paths(case: dict[str, Any]) -> list[dict[str, Any]]:
     kw = case["kwargs"]
     channels = case["input_shape"][-1 if kw["data_format"] == "channels_last" else 1]
     paths = [dict(algorithm="gemm"), dict(algorithm="gemm", simd="portable"), dict(algorithm="reference"),
-             dict(algorithm="auto", parallel=False)]
+             dict(algorithm="fft"), dict(algorithm="auto", parallel=False)]
     if kw["groups"] == channels == kw["filters"]:
         paths += [dict(algorithm="depthwise"), dict(algorithm="depthwise", simd="portable")]
     return paths

@@ -19,7 +19,7 @@ _DATA_FORMATS = ("channels_last", "channels_first")
 
 
 class ComputeOptions(NamedTuple):
-    """How the core computes: `algorithm` ("auto", "gemm", "depthwise", "reference"),
+    """How the core computes: `algorithm` ("auto", "gemm", "depthwise", "fft", "reference"),
     `simd` ("auto", "portable") and `parallel` (use the thread pool)."""
 
     algorithm: str = "auto"
@@ -27,7 +27,7 @@ class ComputeOptions(NamedTuple):
     parallel: bool = True
 
 
-_ALGORITHMS = ("auto", "gemm", "depthwise", "reference")
+_ALGORITHMS = ("auto", "gemm", "depthwise", "fft", "reference")
 _SIMD = ("auto", "portable")
 _OPTIONS: contextvars.ContextVar[ComputeOptions] = contextvars.ContextVar("conv1d_rs_options", default=ComputeOptions())
 

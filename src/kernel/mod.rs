@@ -2,6 +2,7 @@
 //! validated sizes only (see [`crate::geometry::Geometry`]).
 
 pub mod depthwise;
+pub mod fft;
 pub mod gemm;
 pub mod microkernel;
 pub mod peak;
@@ -9,8 +10,10 @@ pub mod tile;
 
 use microkernel::MicroKernel;
 use num_traits::Float;
+use std::cell::RefCell;
 use std::fmt::Debug;
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 
 /// Which instruction set the kernels may use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -32,6 +35,9 @@ pub enum Algorithm {
     Gemm,
     /// One filter per input channel (`groups == in_channels == filters`), vectorised over channels.
     Depthwise,
+    /// FFT overlap-save, for long kernels with stride 1 (non-finite inputs fall back to GEMM,
+    /// so NaN and inf stay where the direct sum puts them).
+    Fft,
     /// The obvious nested loops; slow, for checking the others.
     Reference,
 }
@@ -145,25 +151,238 @@ impl<T> SharedOut<T> {
     }
 }
 
+/// Stops running convolutions early: cancel it from any thread, and every call made under
+/// [`with_cancel`] with this token returns [`crate::ConvError::Cancelled`] within about one
+/// work item (a tile of output steps). Clones share the flag.
+#[derive(Clone, Debug, Default)]
+pub struct CancelToken(Arc<AtomicBool>);
+
+impl CancelToken {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+thread_local! {
+    /// The token calls on this thread watch, set by `with_cancel`.
+    static CANCEL: RefCell<Option<CancelToken>> = const { RefCell::new(None) };
+    /// The supervised call running on this thread, which `for_each_item` reports to.
+    static CALL: RefCell<Option<Arc<CallState>>> = const { RefCell::new(None) };
+}
+
+/// Runs `f`; convolutions that `f` runs on this thread stop early once `token` is cancelled.
+///
+/// ```
+/// use conv1d_rs::{conv1d, with_cancel, CancelToken, Conv1dParams, ConvError};
+/// use ndarray::Array3;
+/// let token = CancelToken::new();
+/// token.cancel();
+/// let (x, k) = (Array3::<f32>::ones((1, 100, 2)), Array3::<f32>::ones((3, 2, 4)));
+/// let result = with_cancel(&token, || conv1d(x.view(), k.view(), None, &Conv1dParams::new()));
+/// assert_eq!(result, Err(ConvError::Cancelled));
+/// ```
+pub fn with_cancel<R>(token: &CancelToken, f: impl FnOnce() -> R) -> R {
+    let previous = CANCEL.with(|c| c.replace(Some(token.clone())));
+    // Restores the outer token even if `f` panics.
+    struct Restore(Option<CancelToken>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let previous = self.0.take();
+            CANCEL.with(|c| *c.borrow_mut() = previous);
+        }
+    }
+    let _restore = Restore(previous);
+    f()
+}
+
+// Why some work items of a call did not run (`CallState::stopped`).
+const RAN_ALL: u8 = 0;
+const CANCELLED: u8 = 1;
+const NO_SCRATCH: u8 = 2;
+
+/// What the work items of one call share: the caller's token and why they stopped, if they did.
+struct CallState {
+    cancel: Option<CancelToken>,
+    stopped: AtomicU8,
+    scratch_len: AtomicUsize,
+}
+
+impl CallState {
+    fn new(cancel: Option<CancelToken>) -> Self {
+        CallState { cancel, stopped: AtomicU8::new(RAN_ALL), scratch_len: AtomicUsize::new(0) }
+    }
+
+    /// True when the remaining items must be skipped.
+    fn stopping(&self) -> bool {
+        if self.stopped.load(Ordering::Relaxed) != RAN_ALL {
+            return true;
+        }
+        if self.cancel.as_ref().is_some_and(CancelToken::is_cancelled) {
+            self.stop(CANCELLED);
+            return true;
+        }
+        false
+    }
+
+    fn stop(&self, why: u8) {
+        let _ = self.stopped.compare_exchange(RAN_ALL, why, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    /// A worker's scratch buffer, or None (the call stopped) when it cannot be allocated:
+    /// a failed infallible allocation would abort the process.
+    fn scratch<T: Element>(&self, len: usize) -> Option<Vec<T>> {
+        let mut scratch = Vec::new();
+        if scratch.try_reserve_exact(len).is_err() {
+            self.scratch_len.store(len, Ordering::Relaxed);
+            self.stop(NO_SCRATCH);
+            return None;
+        }
+        scratch.resize(len, T::zero());
+        Some(scratch)
+    }
+}
+
+/// Runs `f`, whose `for_each_item` calls on this thread skip their remaining items once the
+/// token of the enclosing [`with_cancel`] is cancelled or a scratch buffer cannot be had;
+/// then the output is incomplete and this returns the reason.
+pub(crate) fn supervised(f: impl FnOnce()) -> crate::Result<()> {
+    let cancel = CANCEL.with(|c| c.borrow().clone());
+    if cancel.as_ref().is_some_and(CancelToken::is_cancelled) {
+        return Err(crate::ConvError::Cancelled);
+    }
+    let state = Arc::new(CallState::new(cancel));
+    let previous = CALL.with(|c| c.replace(Some(state.clone())));
+    struct Restore(Option<Arc<CallState>>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let previous = self.0.take();
+            CALL.with(|c| *c.borrow_mut() = previous);
+        }
+    }
+    let restore = Restore(previous);
+    f();
+    drop(restore);
+    match state.stopped.load(Ordering::Relaxed) {
+        RAN_ALL => Ok(()),
+        CANCELLED => Err(crate::ConvError::Cancelled),
+        _ => Err(crate::ConvError::TooLarge(format!(
+            "cannot allocate a working tile of {} elements",
+            state.scratch_len.load(Ordering::Relaxed)
+        ))),
+    }
+}
+
 /// Calls `work(item, scratch)` for every item in `0..items`, on the rayon pool when `parallel`.
-/// Each worker reuses one scratch buffer of `scratch_len` elements.
+/// Each worker reuses one scratch buffer of `scratch_len` elements. Inside [`supervised`],
+/// items are skipped once the call is cancelled or a scratch buffer cannot be allocated;
+/// outside it (direct kernel calls), a failed allocation panics.
 pub(crate) fn for_each_item<T, F>(items: usize, scratch_len: usize, parallel: bool, work: F)
 where
     T: Element,
     F: Fn(usize, &mut [T]) + Send + Sync,
 {
+    let supervisor = CALL.with(|c| c.borrow().clone());
+    let is_supervised = supervisor.is_some();
+    let state = supervisor.unwrap_or_else(|| Arc::new(CallState::new(None)));
+    let run = |scratch: &mut Option<Vec<T>>, item: usize| {
+        if state.stopping() {
+            return;
+        }
+        if let Some(scratch) = scratch {
+            work(item, scratch);
+        }
+    };
     #[cfg(feature = "rayon")]
-    if parallel && items > 1 && rayon::current_num_threads() > 1 {
+    if parallel && items > 1 && pool_threads() > 1 {
         use rayon::prelude::*;
-        (0..items)
-            .into_par_iter()
-            .for_each_init(|| vec![T::zero(); scratch_len], |scratch, item| work(item, scratch));
-        return;
+        (0..items).into_par_iter().for_each_init(|| state.scratch::<T>(scratch_len), run);
+    } else {
+        sequential(items, &state, scratch_len, run);
     }
-    let _ = parallel;
-    let mut scratch = vec![T::zero(); scratch_len];
+    #[cfg(not(feature = "rayon"))]
+    {
+        let _ = parallel;
+        sequential(items, &state, scratch_len, run);
+    }
+    if !is_supervised && state.stopped.load(Ordering::Relaxed) == NO_SCRATCH {
+        panic!("cannot allocate a working tile of {scratch_len} elements");
+    }
+}
+
+fn sequential<T: Element>(items: usize, state: &CallState, scratch_len: usize, run: impl Fn(&mut Option<Vec<T>>, usize)) {
+    let mut scratch = state.scratch::<T>(scratch_len);
     for item in 0..items {
-        work(item, &mut scratch);
+        run(&mut scratch, item);
+    }
+}
+
+/// Threads the kernels may use: the rayon pool's, or 1 in a child forked after the pool
+/// started, where the pool's threads do not exist and waiting on them would hang forever.
+pub fn pool_threads() -> usize {
+    #[cfg(feature = "rayon")]
+    {
+        if fork::in_forked_child() {
+            return 1;
+        }
+        fork::note_pool_start();
+        rayon::current_num_threads()
+    }
+    #[cfg(not(feature = "rayon"))]
+    1
+}
+
+/// True in a child forked after the pool started: it must not wait on the pool's threads,
+/// nor on locks that they (or any other thread of the parent) may have held.
+#[cfg(feature = "python")]
+pub(crate) fn forked_child() -> bool {
+    #[cfg(feature = "rayon")]
+    {
+        fork::in_forked_child()
+    }
+    #[cfg(not(feature = "rayon"))]
+    false
+}
+
+/// Fork safety, as in huggingface/tokenizers: a child handler registered with
+/// `pthread_atfork` records that this process is a fork of one whose pool had started.
+#[cfg(feature = "rayon")]
+mod fork {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    static POOL_STARTED: AtomicBool = AtomicBool::new(false);
+    static FORKED_CHILD: AtomicBool = AtomicBool::new(false);
+
+    /// Called before anything that may start the pool's threads.
+    pub fn note_pool_start() {
+        #[cfg(unix)]
+        {
+            static REGISTER: std::sync::Once = std::sync::Once::new();
+            REGISTER.call_once(|| {
+                // SAFETY: `after_fork_in_child` only stores to atomics, which is async-signal-safe
+                // as a handler run in the child of a multi-threaded fork must be.
+                unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
+            });
+        }
+        POOL_STARTED.store(true, Ordering::SeqCst);
+    }
+
+    pub fn in_forked_child() -> bool {
+        FORKED_CHILD.load(Ordering::Relaxed)
+    }
+
+    #[cfg(unix)]
+    extern "C" fn after_fork_in_child() {
+        if POOL_STARTED.load(Ordering::SeqCst) {
+            FORKED_CHILD.store(true, Ordering::SeqCst);
+        }
     }
 }
 
