@@ -103,37 +103,33 @@ impl<T: Element> Job<'_, T> {
         let mut c = 0;
         while c < channels {
             let lanes = if c + block.lanes <= channels { block.lanes } else { 1 };
-            for t in (t0..t_end).step_by(ROWS) {
-                // im2col tiles hold one group of ROWS steps, packed for that group alone.
-                debug_assert!(!self.layout.im2col || t == t0);
-                let out_base = match geo.data_format {
-                    DataFormat::ChannelsLast => (n * geo.out_steps + t) * channels,
-                    DataFormat::ChannelsFirst => n * channels * geo.out_steps + t,
-                };
-                let args = DepthwiseArgs {
-                    // SAFETY: row t - t0 of the tile, channel c, is inside it.
-                    input: unsafe { source.ptr.add((t - t0) * self.layout.row_step * source.pitch + c) },
-                    row_stride: self.layout.row_step * source.pitch,
-                    tap_stride: self.layout.tap_step * source.pitch,
-                    taps: geo.kernel_size,
-                    weights: self.weights[c..].as_ptr(),
-                    weight_stride: channels,
-                    bias: self.bias[c..].as_ptr(),
-                    // SAFETY: the offset addresses an output element of this work item.
-                    out: unsafe { self.out.get().add(out_base + c * out_lane) },
-                    out_row,
-                    out_lane,
-                    rows: ROWS.min(t_end - t),
-                };
-                // SAFETY: the tile covers ROWS rows of every tap (TileLayout), weights and bias
-                // have `lanes` channels from c, and rows t..t+rows of these channels belong to
-                // this work item alone.
-                unsafe {
-                    if lanes == 1 {
-                        block_generic::<T, 1, FUSED>(args)
-                    } else {
-                        (block.run)(args)
-                    }
+            let out_base = match geo.data_format {
+                DataFormat::ChannelsLast => (n * geo.out_steps + t0) * channels,
+                DataFormat::ChannelsFirst => n * channels * geo.out_steps + t0,
+            };
+            let args = DepthwiseArgs {
+                // SAFETY: channel c of the tile's first row is inside it.
+                input: unsafe { source.ptr.add(c) },
+                row_stride: self.layout.row_step * source.pitch,
+                tap_stride: self.layout.tap_step * source.pitch,
+                taps: geo.kernel_size,
+                weights: self.weights[c..].as_ptr(),
+                weight_stride: channels,
+                bias: self.bias[c..].as_ptr(),
+                // SAFETY: the offset addresses an output element of this work item.
+                out: unsafe { self.out.get().add(out_base + c * out_lane) },
+                out_row,
+                out_lane,
+                rows: t_end - t0,
+            };
+            // SAFETY: the tile covers every tap of its steps rounded up to ROWS (TileLayout),
+            // weights and bias have `lanes` channels from c, and steps t0..t_end of these
+            // channels belong to this work item alone.
+            unsafe {
+                if lanes == 1 {
+                    block_generic::<T, 1, FUSED>(args)
+                } else {
+                    (block.run)(args)
                 }
             }
             c += lanes;
@@ -153,7 +149,8 @@ pub struct DepthwiseArgs<T> {
     pub weights: *const T,
     pub weight_stride: usize,
     pub bias: *const T,
-    /// Output of row `r`, channel `l` at `out[r * out_row + l * out_lane]`; rows `< rows` are written.
+    /// Output of row `r`, channel `l` at `out[r * out_row + l * out_lane]`; rows `< rows` are
+    /// written, computed `ROWS` at a time (inputs must exist up to `rows` rounded up to `ROWS`).
     pub out: *mut T,
     pub out_row: usize,
     pub out_lane: usize,
@@ -175,20 +172,27 @@ pub struct DepthwiseBlock<T> {
 /// As [`DepthwiseBlock::run`] with `lanes = W`.
 #[inline(always)]
 pub unsafe fn block_generic<T: Element, const W: usize, const FUSED: bool>(a: DepthwiseArgs<T>) {
-    let mut acc = [[T::zero(); W]; ROWS];
-    for j in 0..a.taps {
-        for (r, acc_row) in acc.iter_mut().enumerate() {
-            for (l, v) in acc_row.iter_mut().enumerate() {
-                // SAFETY: in bounds by the caller's contract.
-                let (x, w) = unsafe { (*a.input.add(r * a.row_stride + j * a.tap_stride + l), *a.weights.add(j * a.weight_stride + l)) };
-                *v = if FUSED { x.mul_add(w, *v) } else { *v + x * w };
+    for start in (0..a.rows).step_by(ROWS) {
+        let mut acc = [[T::zero(); W]; ROWS];
+        for j in 0..a.taps {
+            for (r, acc_row) in acc.iter_mut().enumerate() {
+                for (l, v) in acc_row.iter_mut().enumerate() {
+                    // SAFETY: in bounds by the caller's contract.
+                    let (x, w) = unsafe {
+                        (
+                            *a.input.add((start + r) * a.row_stride + j * a.tap_stride + l),
+                            *a.weights.add(j * a.weight_stride + l),
+                        )
+                    };
+                    *v = if FUSED { x.mul_add(w, *v) } else { *v + x * w };
+                }
             }
         }
-    }
-    for (r, acc_row) in acc.iter().enumerate().take(a.rows) {
-        for (l, v) in acc_row.iter().enumerate() {
-            // SAFETY: in bounds by the caller's contract.
-            unsafe { *a.out.add(r * a.out_row + l * a.out_lane) = *v + *a.bias.add(l) };
+        for (r, acc_row) in acc.iter().enumerate().take(a.rows - start) {
+            for (l, v) in acc_row.iter().enumerate() {
+                // SAFETY: in bounds by the caller's contract.
+                unsafe { *a.out.add((start + r) * a.out_row + l * a.out_lane) = *v + *a.bias.add(l) };
+            }
         }
     }
 }
@@ -206,35 +210,40 @@ pub mod avx2 {
             /// As `DepthwiseBlock::run`; the CPU has AVX2 and FMA.
             #[target_feature(enable = "avx2,fma")]
             pub unsafe fn $name(a: DepthwiseArgs<$t>) {
-                let mut acc = [[$zero(); 2]; ROWS];
-                for j in 0..a.taps {
-                    // SAFETY: tap j's weights and inputs exist for every row (caller's contract).
-                    unsafe {
-                        let w = a.weights.add(j * a.weight_stride);
-                        let (w0, w1) = ($load(w), $load(w.add($step)));
-                        let x = a.input.add(j * a.tap_stride);
-                        for (r, row) in acc.iter_mut().enumerate() {
-                            let xr = x.add(r * a.row_stride);
-                            row[0] = $fma($load(xr), w0, row[0]);
-                            row[1] = $fma($load(xr.add($step)), w1, row[1]);
+                // SAFETY: bias has `lanes` values.
+                let (b0, b1) = unsafe { ($load(a.bias), $load(a.bias.add($step))) };
+                for start in (0..a.rows).step_by(ROWS) {
+                    let mut acc = [[$zero(); 2]; ROWS];
+                    // SAFETY: rows start..start+ROWS exist in the tile (caller's contract).
+                    let input = unsafe { a.input.add(start * a.row_stride) };
+                    for j in 0..a.taps {
+                        // SAFETY: tap j's weights and inputs exist for every row (caller's contract).
+                        unsafe {
+                            let w = a.weights.add(j * a.weight_stride);
+                            let (w0, w1) = ($load(w), $load(w.add($step)));
+                            let x = input.add(j * a.tap_stride);
+                            for (r, row) in acc.iter_mut().enumerate() {
+                                let xr = x.add(r * a.row_stride);
+                                row[0] = $fma($load(xr), w0, row[0]);
+                                row[1] = $fma($load(xr.add($step)), w1, row[1]);
+                            }
                         }
                     }
-                }
-                // SAFETY: bias has `lanes` values; output rows below `rows` belong to the caller.
-                unsafe {
-                    let (b0, b1) = ($load(a.bias), $load(a.bias.add($step)));
-                    for (r, row) in acc.iter().enumerate().take(a.rows) {
-                        let (v0, v1) = ($add(row[0], b0), $add(row[1], b1));
-                        let out = a.out.add(r * a.out_row);
-                        if a.out_lane == 1 {
-                            $store(out, v0);
-                            $store(out.add($step), v1);
-                        } else {
-                            let mut lanes = [0.0 as $t; $lanes];
-                            $store(lanes.as_mut_ptr(), v0);
-                            $store(lanes.as_mut_ptr().add($step), v1);
-                            for (l, v) in lanes.iter().enumerate() {
-                                *out.add(l * a.out_lane) = *v;
+                    // SAFETY: output rows below `rows` belong to the caller.
+                    unsafe {
+                        for (r, row) in acc.iter().enumerate().take(a.rows - start) {
+                            let (v0, v1) = ($add(row[0], b0), $add(row[1], b1));
+                            let out = a.out.add((start + r) * a.out_row);
+                            if a.out_lane == 1 {
+                                $store(out, v0);
+                                $store(out.add($step), v1);
+                            } else {
+                                let mut lanes = [0.0 as $t; $lanes];
+                                $store(lanes.as_mut_ptr(), v0);
+                                $store(lanes.as_mut_ptr().add($step), v1);
+                                for (l, v) in lanes.iter().enumerate() {
+                                    *out.add(l * a.out_lane) = *v;
+                                }
                             }
                         }
                     }
