@@ -23,6 +23,7 @@
 //! assert_eq!(y.shape(), &[2, 5, 8]);
 //! ```
 
+mod backward;
 mod conv;
 mod error;
 mod geometry;
@@ -36,6 +37,7 @@ mod buffer_pool;
 #[cfg(feature = "python")]
 mod python;
 
+pub use backward::{conv1d_backward, conv1d_backward_reference, conv1d_backward_with, Gradients};
 pub use conv::{conv1d, conv1d_into, conv1d_with, PreparedKernel};
 pub use error::{ConvError, Result};
 pub use geometry::Geometry;

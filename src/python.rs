@@ -3,7 +3,7 @@
 //! converts arrays, releases the GIL around the compute and maps errors to exceptions.
 
 use crate::{with_cancel, Algorithm, CancelToken, ComputeOptions, Conv1dParams, ConvError, DataFormat, Element, Padding, PreparedKernel, Simd};
-use numpy::{PyArray, PyArray3, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray3, PyUntypedArray, PyUntypedArrayMethods};
+use numpy::{IntoPyArray, PyArray, PyArray3, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray3, PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::exceptions::{PyMemoryError, PyOverflowError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use crate::buffer_pool::BufferPool;
@@ -328,6 +328,63 @@ impl PyPreparedKernel {
     }
 }
 
+type GradientArrays<'py> = (Bound<'py, PyUntypedArray>, Bound<'py, PyUntypedArray>, Option<Bound<'py, PyUntypedArray>>);
+
+fn backward_typed<'py, T: Element + numpy::Element>(
+    py: Python<'py>,
+    arrays: [&Bound<'py, PyUntypedArray>; 3],
+    params: &Conv1dParams,
+    use_bias: bool,
+    options: &ComputeOptions,
+) -> PyResult<GradientArrays<'py>> {
+    let [x, kernel, dy] = arrays.map(|a| {
+        a.cast::<PyArray3<T>>()
+            .map_err(|_| PyTypeError::new_err(format!("x, kernel and dy must be 3-D arrays of one float dtype; got a {}-D {} array", a.ndim(), a.dtype())))
+            .and_then(|a| Ok(viewable(a.clone())?.try_readonly()?))
+    });
+    let (x, kernel, dy): (PyReadonlyArray3<T>, PyReadonlyArray3<T>, PyReadonlyArray3<T>) = (x?, kernel?, dy?);
+    let (xv, kv, dyv) = (x.as_array(), kernel.as_array(), dy.as_array());
+    let work = xv.len() as f64 * kv.len() as f64;
+    let watch = work >= INTERRUPTIBLE_MIN_WORK;
+    let grads = compute_interruptible(py, watch, || crate::conv1d_backward_with(xv, kv, dyv, params, use_bias, options))?;
+    let as_any = |a: Bound<'py, PyArray3<T>>| a.into_any().cast_into::<PyUntypedArray>().map_err(PyErr::from);
+    let dbias = match grads.dbias {
+        Some(b) => Some(b.into_pyarray(py).into_any().cast_into::<PyUntypedArray>()?),
+        None => None,
+    };
+    Ok((as_any(grads.dx.into_pyarray(py))?, as_any(grads.dkernel.into_pyarray(py))?, dbias))
+}
+
+/// Gradients of `sum(conv1d(x, kernel, bias) * dy)`: `(dx, dkernel, dbias or None)`.
+/// `x`, `kernel` and `dy` share one float dtype.
+#[pyfunction]
+#[pyo3(signature = (x, kernel, dy, strides=1, padding="valid", data_format="channels_last", dilation_rate=1, groups=1, use_bias=true, algorithm="auto", simd="auto", parallel=true))]
+fn conv1d_backward<'py>(
+    py: Python<'py>,
+    x: &Bound<'py, PyUntypedArray>,
+    kernel: &Bound<'py, PyUntypedArray>,
+    dy: &Bound<'py, PyUntypedArray>,
+    strides: usize,
+    padding: &str,
+    data_format: &str,
+    dilation_rate: usize,
+    groups: usize,
+    use_bias: bool,
+    algorithm: &str,
+    simd: &str,
+    parallel: bool,
+) -> PyResult<GradientArrays<'py>> {
+    let params = parse_params(strides, padding, data_format, dilation_rate, groups)?;
+    let options = parse_options(algorithm, simd, parallel)?;
+    if kernel.cast::<PyArray3<f32>>().is_ok() {
+        backward_typed::<f32>(py, [x, kernel, dy], &params, use_bias, &options)
+    } else if kernel.cast::<PyArray3<f64>>().is_ok() {
+        backward_typed::<f64>(py, [x, kernel, dy], &params, use_bias, &options)
+    } else {
+        Err(PyTypeError::new_err(format!("kernel must be a 3-D float32 or float64 array; got a {}-D {} array", kernel.ndim(), kernel.dtype())))
+    }
+}
+
 /// True when the CPU has AVX2 and FMA, so the SIMD kernels run.
 #[pyfunction]
 fn has_avx2_fma() -> bool {
@@ -356,6 +413,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(fma_peak_gflops, m)?)?;
     m.add_function(wrap_pyfunction!(release_buffers, m)?)?;
+    m.add_function(wrap_pyfunction!(conv1d_backward, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

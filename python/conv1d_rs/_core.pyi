@@ -32,6 +32,20 @@ class PreparedKernel:
         groups: int = 1,
     ) -> npt.NDArray[np.floating]: ...
 
+def conv1d_backward(
+    x: npt.NDArray[np.floating],
+    kernel: npt.NDArray[np.floating],
+    dy: npt.NDArray[np.floating],
+    strides: int = 1,
+    padding: str = "valid",
+    data_format: str = "channels_last",
+    dilation_rate: int = 1,
+    groups: int = 1,
+    use_bias: bool = True,
+    algorithm: str = "auto",
+    simd: str = "auto",
+    parallel: bool = True,
+) -> tuple[npt.NDArray[np.floating], npt.NDArray[np.floating], Optional[npt.NDArray[np.floating]]]: ...
 def has_avx2_fma() -> bool: ...
 def release_buffers() -> None: ...
 def num_threads() -> int: ...

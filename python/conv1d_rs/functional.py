@@ -10,7 +10,7 @@ import numpy as np
 
 from . import _core
 
-__all__ = ["conv1d", "compute_options", "ComputeOptions", "as_float_array", "normalize_int", "normalize_padding"]
+__all__ = ["conv1d", "conv1d_backward", "compute_options", "ComputeOptions", "as_float_array", "normalize_int", "normalize_padding"]
 
 IntLike = Union[int, Sequence[int]]
 
@@ -114,7 +114,8 @@ def as_float_array(x: Any, dtype: np.dtype, name: str) -> np.ndarray:
 
 
 def _result_dtype(x: np.ndarray, kernel: np.ndarray) -> np.dtype:
-    if x.dtype == np.float64 or kernel.dtype == np.float64:
+    # By kind and size, not equality: a big-endian float64 is not equal to np.float64.
+    if any(a.dtype.kind == "f" and a.dtype.itemsize >= 8 for a in (x, kernel)):
         return np.dtype(np.float64)
     return np.dtype(np.float32)
 
@@ -160,6 +161,44 @@ def conv1d(
             raise ValueError(f"`bias` must be 1-D (filters,); got shape {bias_arr.shape}.")
     prepared = prepare_kernel(kernel_arr, groups)
     return prepared.forward(x_arr, bias_arr, strides, padding, data_format, dilation_rate, groups)
+
+
+def conv1d_backward(
+    x: Any,
+    kernel: Any,
+    dy: Any,
+    strides: IntLike = 1,
+    padding: str = "valid",
+    data_format: str = "channels_last",
+    dilation_rate: IntLike = 1,
+    groups: int = 1,
+    use_bias: bool = True,
+) -> tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
+    """Gradients of `sum(conv1d(x, kernel, bias) * dy)`: `(dx, dkernel, dbias)`.
+
+    `dy` has the output's shape; `dbias` is None when `use_bias=False`. The dtype rules
+    are those of `conv1d` (float64 if any operand is float64, else float32).
+    """
+    strides = normalize_int(strides, "strides")
+    dilation_rate = normalize_int(dilation_rate, "dilation_rate")
+    groups = normalize_int(groups, "groups")
+    padding = normalize_padding(padding)
+    data_format = normalize_data_format(data_format)
+    arrays = [np.asarray(a) for a in (x, kernel, dy)]
+    for name, arr in zip(("x", "kernel", "dy"), arrays):
+        if arr.dtype.kind not in "biuf":
+            raise TypeError(f"`{name}` must hold real numbers; got dtype {arr.dtype}.")
+    dtype = np.dtype(np.float64) if any(a.dtype == np.float64 for a in arrays) else np.dtype(np.float32)
+    x_arr, kernel_arr, dy_arr = (as_float_array(a, dtype, n) for a, n in zip(arrays, ("x", "kernel", "dy")))
+    check_input_rank(x_arr.shape, data_format, who="conv1d_backward")
+    for name, arr in (("kernel", kernel_arr), ("dy", dy_arr)):
+        if arr.ndim != 3:
+            raise ValueError(f"`{name}` must be 3-D; got shape {arr.shape}.")
+    options = current_options()
+    return _core.conv1d_backward(
+        x_arr, kernel_arr, dy_arr, strides, padding, data_format, dilation_rate, groups, bool(use_bias),
+        "auto" if options.algorithm == "fft" else options.algorithm, options.simd, options.parallel,
+    )
 
 
 def check_input_rank(shape: Sequence[int], data_format: str, who: str = "conv1d") -> None:

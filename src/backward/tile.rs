@@ -1,0 +1,205 @@
+//! Register-blocked tiles for the two backward GEMMs: `MR` rows by `NR` columns accumulated
+//! in place, `c[r][..NR] += sum_p a(r, p) * b(p)[..NR]`. The left operand is read where it
+//! lies (one offset per row plus a step per reduction index) instead of being packed: both
+//! backward GEMMs find it in a zero-framed channels-last copy, where packing would cost as
+//! much as the arithmetic for short reductions.
+//!
+//! Each output lane sees its products in reduction order and nothing else, so a result does
+//! not depend on how the tiles are cut or which thread runs them.
+
+#[cfg(target_arch = "x86_64")]
+use crate::kernel::use_avx2;
+use crate::kernel::{Element, Simd};
+use num_traits::Float;
+#[cfg(target_arch = "x86_64")]
+use std::any::Any;
+
+/// Rows of the tallest tile; row tables have this many entries.
+pub(crate) const MAX_MR: usize = 6;
+/// Columns of the widest tile.
+pub(crate) const MAX_NR: usize = 16;
+
+/// The reduction of one tile call. For each `(a_off, b_off)` segment in order and each
+/// `v < inner`, row `r` reads `a[a_off + rows[r] + v * a_step]` and the columns read
+/// `b[b_off + v * b_step ..][..NR]`.
+pub(crate) struct Walk<'a> {
+    pub segments: &'a [(isize, isize)],
+    pub inner: usize,
+    pub a_step: isize,
+    pub b_step: isize,
+}
+
+/// One tile routine and its shape.
+#[derive(Clone, Copy)]
+pub(crate) struct TileKernel<T> {
+    pub mr: usize,
+    pub nr: usize,
+    /// # Safety
+    /// Every address the walk describes for rows `0..mr` is readable in `a`, every
+    /// `NR`-wide read of `b` is readable, and each `c[r]` (`r < mr`) points at `nr` writable
+    /// elements that no other thread touches during the call.
+    pub run: unsafe fn(&Walk<'_>, *const T, &[isize; MAX_MR], *const T, &[*mut T; MAX_MR]),
+}
+
+/// The tile routine for `T` under `simd`: explicit AVX2/FMA where the CPU has it, else portable.
+pub(crate) fn tile_kernel<T: Element>(simd: Simd) -> TileKernel<T> {
+    let mut chosen: Option<TileKernel<T>> = None;
+    #[cfg(target_arch = "x86_64")]
+    if use_avx2(simd) {
+        let slot: &mut dyn Any = &mut chosen;
+        if let Some(slot) = slot.downcast_mut::<Option<TileKernel<f32>>>() {
+            *slot = Some(TileKernel { mr: 6, nr: 16, run: avx2::f32_6x16 });
+        } else if let Some(slot) = slot.downcast_mut::<Option<TileKernel<f64>>>() {
+            *slot = Some(TileKernel { mr: 6, nr: 8, run: avx2::f64_6x8 });
+        }
+    }
+    let _ = simd;
+    chosen.unwrap_or(TileKernel { mr: 4, nr: 8, run: portable_4x8::<T> })
+}
+
+/// Portable tile: fixed-size arrays the compiler keeps in registers.
+///
+/// # Safety
+/// As [`TileKernel::run`] with `mr = 4`, `nr = 8`.
+unsafe fn portable_4x8<T: Float>(
+    walk: &Walk<'_>,
+    a: *const T,
+    rows: &[isize; MAX_MR],
+    b: *const T,
+    c: &[*mut T; MAX_MR],
+) {
+    const MR: usize = 4;
+    const NR: usize = 8;
+    let mut acc = [[T::zero(); NR]; MR];
+    for r in 0..MR {
+        for l in 0..NR {
+            // SAFETY: c[r] has NR readable elements (caller contract).
+            acc[r][l] = unsafe { *c[r].add(l) };
+        }
+    }
+    for &(a_off, b_off) in walk.segments {
+        for v in 0..walk.inner as isize {
+            let ap = a.wrapping_offset(a_off + v * walk.a_step);
+            let bp = b.wrapping_offset(b_off + v * walk.b_step);
+            let mut bv = [T::zero(); NR];
+            for l in 0..NR {
+                // SAFETY: the walk's B reads are NR wide and readable (caller contract).
+                bv[l] = unsafe { *bp.add(l) };
+            }
+            for r in 0..MR {
+                // SAFETY: the walk's A address of row r at step v is readable (caller contract).
+                let av = unsafe { *ap.wrapping_offset(rows[r]) };
+                for l in 0..NR {
+                    acc[r][l] = acc[r][l] + av * bv[l];
+                }
+            }
+        }
+    }
+    for r in 0..MR {
+        for l in 0..NR {
+            // SAFETY: c[r] has NR writable elements owned by this call (caller contract).
+            unsafe { *c[r].add(l) = acc[r][l] };
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::{Walk, MAX_MR};
+    use std::arch::x86_64::*;
+
+    /// # Safety
+    /// As [`super::TileKernel::run`] with `mr = 6`, `nr = 16`; the CPU has AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn f32_6x16(
+        walk: &Walk<'_>,
+        a: *const f32,
+        rows: &[isize; MAX_MR],
+        b: *const f32,
+        c: &[*mut f32; MAX_MR],
+    ) {
+        let mut acc = [[_mm256_setzero_ps(); 2]; 6];
+        for (r, row) in acc.iter_mut().enumerate() {
+            // SAFETY: c[r] has 16 readable elements (caller contract).
+            unsafe {
+                row[0] = _mm256_loadu_ps(c[r]);
+                row[1] = _mm256_loadu_ps(c[r].add(8));
+            }
+        }
+        // Row offsets in locals so they live in registers and feed the addressing mode.
+        let [r0, r1, r2, r3, r4, r5] = *rows;
+        for &(a_off, b_off) in walk.segments {
+            let mut ap = a.wrapping_offset(a_off);
+            let mut bp = b.wrapping_offset(b_off);
+            for _ in 0..walk.inner {
+                // SAFETY: at every step of the walk the 16-wide B read and the six row reads of A
+                // are inside their buffers (caller contract).
+                unsafe {
+                    let b0 = _mm256_loadu_ps(bp);
+                    let b1 = _mm256_loadu_ps(bp.add(8));
+                    for (row, off) in acc.iter_mut().zip([r0, r1, r2, r3, r4, r5]) {
+                        let av = _mm256_broadcast_ss(&*ap.wrapping_offset(off));
+                        row[0] = _mm256_fmadd_ps(av, b0, row[0]);
+                        row[1] = _mm256_fmadd_ps(av, b1, row[1]);
+                    }
+                }
+                ap = ap.wrapping_offset(walk.a_step);
+                bp = bp.wrapping_offset(walk.b_step);
+            }
+        }
+        for (r, row) in acc.iter().enumerate() {
+            // SAFETY: c[r] has 16 writable elements owned by this call (caller contract).
+            unsafe {
+                _mm256_storeu_ps(c[r], row[0]);
+                _mm256_storeu_ps(c[r].add(8), row[1]);
+            }
+        }
+    }
+
+    /// # Safety
+    /// As [`super::TileKernel::run`] with `mr = 6`, `nr = 8`; the CPU has AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn f64_6x8(
+        walk: &Walk<'_>,
+        a: *const f64,
+        rows: &[isize; MAX_MR],
+        b: *const f64,
+        c: &[*mut f64; MAX_MR],
+    ) {
+        let mut acc = [[_mm256_setzero_pd(); 2]; 6];
+        for (r, row) in acc.iter_mut().enumerate() {
+            // SAFETY: c[r] has 8 readable elements (caller contract).
+            unsafe {
+                row[0] = _mm256_loadu_pd(c[r]);
+                row[1] = _mm256_loadu_pd(c[r].add(4));
+            }
+        }
+        let [r0, r1, r2, r3, r4, r5] = *rows;
+        for &(a_off, b_off) in walk.segments {
+            let mut ap = a.wrapping_offset(a_off);
+            let mut bp = b.wrapping_offset(b_off);
+            for _ in 0..walk.inner {
+                // SAFETY: at every step of the walk the 8-wide B read and the six row reads of A
+                // are inside their buffers (caller contract).
+                unsafe {
+                    let b0 = _mm256_loadu_pd(bp);
+                    let b1 = _mm256_loadu_pd(bp.add(4));
+                    for (row, off) in acc.iter_mut().zip([r0, r1, r2, r3, r4, r5]) {
+                        let av = _mm256_broadcast_sd(&*ap.wrapping_offset(off));
+                        row[0] = _mm256_fmadd_pd(av, b0, row[0]);
+                        row[1] = _mm256_fmadd_pd(av, b1, row[1]);
+                    }
+                }
+                ap = ap.wrapping_offset(walk.a_step);
+                bp = bp.wrapping_offset(walk.b_step);
+            }
+        }
+        for (r, row) in acc.iter().enumerate() {
+            // SAFETY: c[r] has 8 writable elements owned by this call (caller contract).
+            unsafe {
+                _mm256_storeu_pd(c[r], row[0]);
+                _mm256_storeu_pd(c[r].add(4), row[1]);
+            }
+        }
+    }
+}

@@ -1,0 +1,222 @@
+//! `dkernel` for the general path: for each group a `(taps * Cg) x Fg` GEMM reduced over every
+//! output step of every batch item. Tile rows are (tap `j`, channel `c`), reading `x` at step
+//! `t*s + j*d - pad_left`; columns are filters, reading `dy` at step `t`. Work items own
+//! disjoint blocks of rows and filters and each sums all `(n, t)` in order, a chunk of steps
+//! at a time, keeping its partial sums in the result between chunks.
+
+use super::tile::{TileKernel, Walk, MAX_MR, MAX_NR};
+use super::{workers, Rows};
+use crate::conv::try_zeroed;
+use crate::error::Result;
+use crate::geometry::Geometry;
+use crate::kernel::{for_each_item, Element, SharedOut};
+use std::array;
+
+/// Output steps per tile call: the rows of `x` and `dy` a chunk sweeps stay in L1.
+const STEP_CHUNK: usize = 128;
+/// Row tiles per work item when `x` is packed (bounds the packing buffer).
+const MAX_ITEM_TILES: usize = 32;
+/// Filter blocks per work item, at most (bounds the packing buffer of `dy`).
+const MAX_ITEM_BLOCKS: usize = 8;
+/// Elements of the largest window of `x` a worker copies for chunks that read padding.
+const MAX_WINDOW: usize = 1 << 18;
+
+/// How one call splits its rows and filter blocks into work items, and which operands it packs.
+struct Plan {
+    tiles_per_item: usize,
+    tile_chunks: usize,
+    blocks_per_item: usize,
+    block_chunks: usize,
+    /// Copy each chunk of steps of `x` as `[step][row]`, one memcpy per run of channels: pays
+    /// when rows of `x` are wide, so that a tile walking down its few columns would touch a new
+    /// cache line at every step, and when many filter blocks reuse the copy.
+    pack_x: bool,
+    /// Copy `dy` as `[block][step][NR]`: pays when its rows are wide and many tiles reuse it;
+    /// needed when the last block of a group is partial (a direct read would run past `dy`).
+    pack_dy: bool,
+}
+
+impl Plan {
+    fn new<T>(geo: &Geometry, tiles: usize, blocks: usize, nr: usize, workers: usize) -> Self {
+        let size = std::mem::size_of::<T>();
+        let blocks_per_item = blocks.min(MAX_ITEM_BLOCKS);
+        let block_chunks = blocks.div_ceil(blocks_per_item);
+        // Packing also bounds the scratch where a window of x (chunk plus kernel span) would
+        // be large.
+        let window = ((STEP_CHUNK - 1) * geo.strides + geo.halo() + 1).saturating_mul(geo.in_channels);
+        let pack_x = (geo.in_channels * size >= 512 && blocks_per_item * nr * size >= 256) || window > MAX_WINDOW;
+        // Few items, each streaming x and dy once: the results are small and the data long.
+        // The split only moves work between threads; it never changes a result.
+        let wanted = if workers > 1 { 2 * workers } else { 1 };
+        let mut tiles_per_item = tiles.div_ceil(wanted.div_ceil(block_chunks).max(1)).max(1);
+        if pack_x {
+            tiles_per_item = tiles_per_item.min(MAX_ITEM_TILES);
+        }
+        let partial = geo.filters_per_group() % nr != 0;
+        let pack_dy = partial || (geo.filters * size >= 512 && tiles_per_item >= 4);
+        Plan {
+            tiles_per_item,
+            tile_chunks: tiles.div_ceil(tiles_per_item),
+            blocks_per_item,
+            block_chunks,
+            pack_x,
+            pack_dy,
+        }
+    }
+}
+
+/// Writes `dkernel` (Keras layout) from `x` and `dy`.
+pub(super) fn kernel_gradient<T: Element>(
+    geo: &Geometry,
+    x: &Rows<'_, T>,
+    dy: &Rows<'_, T>,
+    tk: TileKernel<T>,
+    parallel: bool,
+    dkernel: &mut [T],
+) -> Result<()> {
+    let (mr, nr) = (tk.mr, tk.nr);
+    let (k, cg, fg, groups) = (geo.kernel_size, geo.in_per_group(), geo.filters_per_group(), geo.groups);
+    let (s, d, pad) = (geo.strides, geo.dilation_rate, geo.pad_left as isize);
+    let channels = geo.in_channels;
+    let width = fg.next_multiple_of(nr);
+    let blocks = width / nr;
+    // Sums as [group][tap][channel][filter padded to NR]; lanes past the group's filters are
+    // dropped at the end.
+    let mut sums = try_zeroed::<T>(groups * k * cg * width)?;
+    let rows = k * cg;
+    let tiles = rows.div_ceil(mr);
+    let plan = Plan::new::<T>(geo, tiles, blocks, nr, workers(parallel));
+    let items = groups * plan.tile_chunks * plan.block_chunks;
+    let sums_ptr = SharedOut(sums.as_mut_ptr());
+    // Per worker: a spare row for tile rows past the end, then packed dy, then packed x or
+    // a zero-padded window of x for chunks that read padding.
+    let dy_len = if plan.pack_dy { plan.blocks_per_item * STEP_CHUNK * nr } else { 0 };
+    let x_len = if plan.pack_x {
+        plan.tiles_per_item * mr * STEP_CHUNK
+    } else {
+        ((STEP_CHUNK - 1) * s + geo.halo() + 1) * channels
+    };
+    for_each_item::<T, _>(items, MAX_NR + dy_len + x_len, parallel, |item, scratch| {
+        let bc = item % plan.block_chunks;
+        let tc = (item / plan.block_chunks) % plan.tile_chunks;
+        let g = item / (plan.block_chunks * plan.tile_chunks);
+        let item_blocks = bc * plan.blocks_per_item..((bc + 1) * plan.blocks_per_item).min(blocks);
+        let item_tiles = tc * plan.tiles_per_item..((tc + 1) * plan.tiles_per_item).min(tiles);
+        let (spare, rest) = scratch.split_at_mut(MAX_NR);
+        let (packed_dy, x_buf) = rest.split_at_mut(dy_len);
+        let spare = spare.as_mut_ptr();
+        // Each row (tap j, channel c) of the item: its offset from a row of x, its row of sums.
+        let item_rows: Vec<Option<(usize, usize)>> = (item_tiles.start * mr..item_tiles.end * mr)
+            .map(|q| {
+                (q < rows).then(|| {
+                    let (j, c) = (q / cg, q % cg);
+                    (j * d * channels + g * cg + c, ((g * k + j) * cg + c) * width)
+                })
+            })
+            .collect();
+        // Runs of rows that sit side by side in x (one tap, consecutive channels), as
+        // (first row, tap, first channel, length): the unit of packing.
+        let mut runs: Vec<(usize, usize, usize, usize)> = Vec::new();
+        for q in item_tiles.start * mr..(item_tiles.end * mr).min(rows) {
+            let (j, c) = (q / cg, q % cg);
+            let local = q - item_tiles.start * mr;
+            match runs.last_mut() {
+                Some((q0, j0, c0, len)) if *j0 == j && *q0 + *len == local && *c0 + *len == c => *len += 1,
+                _ => runs.push((local, j, c, 1)),
+            }
+        }
+        let (tap_lo, tap_hi) = match (runs.first(), runs.last()) {
+            (Some(first), Some(last)) => (first.1, last.1),
+            _ => return,
+        };
+        let packed_rows = item_rows.len();
+        if plan.pack_x {
+            x_buf.fill(T::zero()); // rows past the last (tap, channel) stay zero
+        }
+        for n in 0..geo.batch {
+            for t0 in (0..geo.out_steps).step_by(STEP_CHUNK) {
+                let count = STEP_CHUNK.min(geo.out_steps - t0);
+                // Input step of row (j = 0, c = 0) at output step t0.
+                let base = (t0 * s) as isize - pad;
+                if plan.pack_dy {
+                    for (bi, fb) in item_blocks.clone().enumerate() {
+                        let cols = nr.min(fg - fb * nr);
+                        for v in 0..count {
+                            let from = &dy.data[dy.offset(n, t0 + v) + g * fg + fb * nr..][..cols];
+                            let to = &mut packed_dy[(bi * STEP_CHUNK + v) * nr..][..nr];
+                            to[..cols].copy_from_slice(from);
+                            to[cols..].fill(T::zero());
+                        }
+                    }
+                }
+                // Where tile rows read x: the array itself, or a copy in `x_buf`.
+                let (a, a_base, a_step): (*const T, isize, usize) = if plan.pack_x {
+                    for v in 0..count {
+                        let to = &mut x_buf[v * packed_rows..][..packed_rows];
+                        for &(q0, j, c0, len) in &runs {
+                            let step = base + (v * s + j * d) as isize;
+                            let to = &mut to[q0..q0 + len];
+                            if step >= 0 && (step as usize) < geo.steps {
+                                to.copy_from_slice(&x.data[x.offset(n, step as usize) + g * cg + c0..][..len]);
+                            } else {
+                                to.fill(T::zero());
+                            }
+                        }
+                    }
+                    (x_buf.as_ptr(), 0, packed_rows)
+                } else {
+                    let lo = base + (tap_lo * d) as isize;
+                    let hi = base + ((count - 1) * s + tap_hi * d) as isize + 1;
+                    if lo >= 0 && hi <= geo.steps as isize {
+                        (x.data.as_ptr(), x.offset(n, 0) as isize + base * channels as isize, s * channels)
+                    } else {
+                        // The chunk reads padding: copy its window of x with zeros around.
+                        x.window(n, lo, hi, 0..channels, x_buf);
+                        (x_buf.as_ptr(), (base - lo) * channels as isize, s * channels)
+                    }
+                };
+                for (ti, tile_rows) in item_rows.chunks(mr).enumerate() {
+                    // Rows past the last (tap, channel) repeat row 0's read and land in `spare`.
+                    let offsets: [isize; MAX_MR] = if plan.pack_x {
+                        array::from_fn(|r| (ti * mr + r) as isize)
+                    } else {
+                        let first = tile_rows[0].map_or(0, |(at, _)| at);
+                        array::from_fn(|r| tile_rows.get(r).copied().flatten().map_or(first, |(at, _)| at) as isize)
+                    };
+                    for (bi, fb) in item_blocks.clone().enumerate() {
+                        let (b, b_off, b_step) = if plan.pack_dy {
+                            (packed_dy.as_ptr(), bi * STEP_CHUNK * nr, nr)
+                        } else {
+                            (dy.data.as_ptr(), dy.offset(n, t0) + g * fg + fb * nr, geo.filters)
+                        };
+                        let segment = [(a_base, b_off as isize)];
+                        let walk =
+                            Walk { segments: &segment, inner: count, a_step: a_step as isize, b_step: b_step as isize };
+                        let c_rows: [*mut T; MAX_MR] = array::from_fn(|r| match tile_rows.get(r).copied().flatten() {
+                            Some((_, at)) => sums_ptr.get().wrapping_add(at + fb * nr),
+                            None => spare,
+                        });
+                        // SAFETY: A reads `count` steps of this tile's rows: packed in `x_buf`
+                        // (packed_rows per step), or x at steps lo..hi of batch item n, checked
+                        // above to lie inside x or else copied into `x_buf` (sized for the
+                        // longest window). B reads `count` rows of NR: packed in this worker's
+                        // scratch, or dy rows t0.. of batch item n at filters g*fg + fb*nr + NR
+                        // <= filters (the group's blocks are full when dy is not packed).
+                        // Writes: rows of `sums` of this item's tiles and block (disjoint
+                        // between items), or `spare` (MAX_NR >= nr).
+                        unsafe { (tk.run)(&walk, a, &offsets, b, &c_rows) };
+                    }
+                }
+            }
+        }
+    });
+    for j in 0..k {
+        for c in 0..cg {
+            for g in 0..groups {
+                let from = &sums[((g * k + j) * cg + c) * width..][..fg];
+                dkernel[(j * cg + c) * geo.filters + g * fg..][..fg].copy_from_slice(from);
+            }
+        }
+    }
+    Ok(())
+}
