@@ -133,13 +133,18 @@ pub fn run<T: Element>(
                         tile
                     }
                 };
+                let tap = layout.tap_step * tile.pitch;
+                // When consecutive taps are adjacent in memory (dilation 1 over a tile of exactly
+                // the group's channels), one contiguous run of taps * channels replaces the tap
+                // loop: the same values in the same order, with less loop overhead.
+                let (taps, channels) = if tap == cg { (1, geo.kernel_size * cg) } else { (geo.kernel_size, cg) };
                 let lhs = Lhs {
                     // SAFETY: output row t0 - start of the tile starts inside it (TileLayout).
                     ptr: unsafe { tile.ptr.add((t0 - start) * layout.row_step * tile.pitch) },
                     row: layout.row_step * tile.pitch,
-                    tap: layout.tap_step * tile.pitch,
-                    taps: geo.kernel_size,
-                    channels: cg,
+                    tap,
+                    taps,
+                    channels,
                 };
                 let rows = mr.min(geo.out_steps - t0);
                 if geo.data_format == DataFormat::ChannelsLast && rows == mr && cols == nr {
