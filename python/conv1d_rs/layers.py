@@ -412,6 +412,130 @@ class Conv1D:
             losses.append(float(self.bias_regularizer(self._bias)))
         return losses
 
+    # ------------------------------------------------------------------ training
+    def _training_input(self, inputs: Any) -> np.ndarray:
+        """`inputs` checked as a call checks them (building the layer if needed), in the core's dtype."""
+        x = self._input_array(inputs)
+        if not self.built:
+            self.build(x.shape)
+        self.compute_output_shape(x.shape)
+        channels = x.shape[self._channel_axis]
+        if channels != self._input_channels:
+            raise ValueError(
+                f"Input 0 of layer '{self.name}' is incompatible with the layer: expected axis "
+                f"{self._channel_axis} of input shape to have value {self._input_channels}, but received input "
+                f"with shape {x.shape}. Expected {self._input_channels} channels, received {channels}."
+            )
+        return as_float_array(x, self.dtype_policy.kernel_dtype, "inputs")
+
+    def vjp(
+        self, inputs: Any, dy: Any, include_activity: bool = False
+    ) -> tuple[np.ndarray, dict[str, Optional[np.ndarray]]]:
+        """Gradients of `sum(layer(inputs) * dy)`: `(dx, {"kernel": dkernel, "bias": dbias})`.
+
+        The activation is included (builtin activations only; axis-based ones such as softmax
+        act on the last axis, the steps axis for channels_first, as in Keras). Weight
+        regularizers are not: add `regularization_gradients()`. With `include_activity=True`
+        the activity regularizer's term `activity_gradient(layer(inputs))` is added to `dy`, so
+        the result is the gradient of `sum(layer(inputs) * dy)` plus the activity loss that
+        `losses` reports after the call. `dx` has the compute dtype, `dkernel` and `dbias` the
+        weights' dtype; `dbias` is None when `use_bias=False`. Builds the layer like a call.
+        """
+        # The package imports this module, so the backward is looked up when first needed.
+        from . import conv1d_backward
+
+        x = self._training_input(inputs)
+        kernel_dtype = self.dtype_policy.kernel_dtype
+        pre_activation = self._convolve(x)
+        upstream = as_float_array(dy, kernel_dtype, "dy")
+        output_shape = pre_activation.shape
+        if self.activation is activations.glu:
+            # glu keeps half of the last axis.
+            output_shape = output_shape[:-1] + (output_shape[-1] // 2,)
+        if upstream.shape != output_shape:
+            raise ValueError(f"`dy` must have the layer output's shape {output_shape}; got {upstream.shape}.")
+        if include_activity and self.activity_regularizer is not None:
+            y = np.asarray(self.activation(pre_activation)).astype(self.dtype_policy.compute_dtype, copy=False)
+            upstream = upstream + self.activity_gradient(y).astype(kernel_dtype, copy=False)
+        d_pre = activations.activation_vjp(self.activation, pre_activation, upstream, axis=-1)
+        assert self._kernel is not None  # built by _training_input
+        dx, d_kernel, d_bias = conv1d_backward(
+            x,
+            self._kernel.astype(kernel_dtype, copy=False),
+            d_pre,
+            strides=self.strides[0],
+            padding=self.padding,
+            data_format=self.data_format,
+            dilation_rate=self.dilation_rate[0],
+            groups=self.groups,
+            use_bias=self.use_bias,
+        )
+        variable_dtype = self.dtype_policy.variable_dtype
+        grads: dict[str, Optional[np.ndarray]] = {
+            "kernel": np.asarray(d_kernel).astype(variable_dtype, copy=False),
+            "bias": None if d_bias is None else np.asarray(d_bias).astype(variable_dtype, copy=False),
+        }
+        return np.asarray(dx).astype(self.dtype_policy.compute_dtype, copy=False), grads
+
+    def activity_gradient(self, y: Any) -> np.ndarray:
+        """Gradient of the activity penalty in `losses` w.r.t. the layer output `y`.
+
+        `activity_regularizer.gradient(y) / batch`, as Keras divides the penalty by the batch
+        size; zeros when there is no activity regularizer.
+        """
+        y_arr = np.asarray(y)
+        if not np.issubdtype(y_arr.dtype, np.floating):
+            y_arr = y_arr.astype(self.dtype_policy.compute_dtype)
+        batch = y_arr.shape[0] if y_arr.ndim else 0
+        if self.activity_regularizer is None or batch == 0:
+            return np.zeros_like(y_arr)
+        grad = self._regularizer_gradient(self.activity_regularizer, y_arr, "activity_regularizer")
+        return (grad / y_arr.dtype.type(batch)).astype(y_arr.dtype, copy=False)
+
+    def _regularizer_gradient(self, regularizer: Any, value: np.ndarray, what: str) -> np.ndarray:
+        gradient = getattr(regularizer, "gradient", None)
+        if gradient is None:
+            raise TypeError(
+                f"The {what} of layer '{self.name}' ({regularizer!r}) has no `gradient(x)` method, so it "
+                "cannot be differentiated; the builtin regularizers (conv1d_rs.regularizers) have one."
+            )
+        return np.asarray(gradient(value)).astype(value.dtype, copy=False)
+
+    def regularization_gradients(self) -> dict[str, Optional[np.ndarray]]:
+        """Gradients of the weight penalties in `losses` w.r.t. `{"kernel": ..., "bias": ...}`.
+
+        Zeros for a weight without a regularizer; `"bias"` is None when `use_bias=False`. The
+        activity penalty depends on the weights only through the output: its gradient enters
+        through `vjp(..., include_activity=True)` (or `activity_gradient`).
+        """
+        self._require_built("compute regularization gradients")
+        kernel = self._kernel
+        assert kernel is not None  # built
+        kernel_grad = np.zeros_like(kernel)
+        if self.kernel_regularizer is not None:
+            kernel_grad = self._regularizer_gradient(self.kernel_regularizer, kernel, "kernel_regularizer")
+        bias_grad: Optional[np.ndarray] = None
+        if self._bias is not None:
+            bias_grad = np.zeros_like(self._bias)
+            if self.bias_regularizer is not None:
+                bias_grad = self._regularizer_gradient(self.bias_regularizer, self._bias, "bias_regularizer")
+        return {"kernel": kernel_grad, "bias": bias_grad}
+
+    def apply_constraints(self, names: Sequence[str] = ("kernel", "bias")) -> None:
+        """Projects the named weights as a Keras optimizer does after each update: `w = constraint(w)`."""
+        self._require_built("apply constraints")
+        kernel, bias = self._kernel, self._bias
+        assert kernel is not None  # built
+        changed = False
+        if "kernel" in names and self.kernel_constraint is not None:
+            kernel = self._checked_weight(self.kernel_constraint(kernel), kernel.shape, "kernel")
+            changed = True
+        if "bias" in names and bias is not None and self.bias_constraint is not None:
+            bias = self._checked_weight(self.bias_constraint(bias), bias.shape, "bias")
+            changed = True
+        if changed:
+            self._assign(kernel, bias)
+
     # ------------------------------------------------------------------ config
     def get_config(self) -> dict[str, Any]:
         """The constructor arguments, serialised exactly as Keras 3 writes them."""
