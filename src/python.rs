@@ -191,17 +191,24 @@ fn forward_typed<'py, T: Pooled>(
     let shape = geometry.output_shape();
     let len = geometry.output_len()?;
     let watch = geometry.macs() + len as f64 >= INTERRUPTIBLE_MIN_WORK;
+    // Rows start on a cache line: the kernels' 64-byte stores (streaming ones above all) then
+    // never split a line. The buffer has room to shift the array's start that far.
+    let padded = len.checked_add(CACHE_LINE / std::mem::size_of::<T>()).ok_or_else(|| PyMemoryError::new_err("output too large"))?;
     // A forked child skips the pool: its lock may have been held by a thread of the parent.
-    let recycled = if crate::kernel::forked_child() { None } else { T::pool().take(len) };
-    let data = match recycled {
-        Some(mut recycled) => {
-            let out = ArrayViewMut3::from_shape(shape, &mut recycled[..]).map_err(|e| PyValueError::new_err(e.to_string()))?;
-            compute_interruptible(py, watch, || prepared.forward_into(xv, bv, params, out))?;
-            recycled
+    let recycled = if crate::kernel::forked_child() { None } else { T::pool().take(padded) };
+    let mut data = match recycled {
+        Some(recycled) => recycled,
+        None => {
+            let mut fresh = Vec::new();
+            fresh.try_reserve_exact(padded).map_err(|_| PyMemoryError::new_err(format!("cannot allocate an output of {len} elements")))?;
+            fresh.resize(padded, T::zero());
+            fresh
         }
-        None => compute_interruptible(py, watch, || prepared.forward(xv, bv, params))?.into_raw_vec_and_offset().0,
     };
-    let view = ArrayView3::from_shape(shape, &data[..]).map_err(|e| PyValueError::new_err(e.to_string()))?.as_ptr();
+    let start = (data.as_ptr() as usize).wrapping_neg() % CACHE_LINE / std::mem::size_of::<T>();
+    let out = ArrayViewMut3::from_shape(shape, &mut data[start..start + len]).map_err(|e| PyValueError::new_err(e.to_string()))?;
+    compute_interruptible(py, watch, || prepared.forward_into(xv, bv, params, out))?;
+    let view = data[start..].as_ptr();
     let owner = Bound::new(py, OutputBuffer { data: T::wrap(data) })?;
     // SAFETY: the view addresses the heap block of the Vec now owned by `owner`, which the array
     // keeps alive as its base; moving the Vec into `owner` did not move that block.
@@ -216,6 +223,8 @@ fn dims<T>(a: &ArrayView3<'_, T>) -> [usize; 3] {
     let (p, q, r) = a.dim();
     [p, q, r]
 }
+
+const CACHE_LINE: usize = 64;
 
 static POOL_F32: BufferPool<f32> = BufferPool::new();
 static POOL_F64: BufferPool<f64> = BufferPool::new();
