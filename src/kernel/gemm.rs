@@ -64,6 +64,9 @@ impl<T: Element> PackedWeights<T> {
     }
 }
 
+/// Largest weights of one group for which output panels are finished across all filters.
+const PANEL_MAJOR_MAX_BYTES: usize = 24 * 1024;
+
 /// Output size from which memory-bound results bypass the caches.
 const STREAM_MIN_BYTES: usize = 8 << 20;
 /// Most multiply-adds per output element for which a call counts as memory-bound.
@@ -109,6 +112,12 @@ pub fn run<T: Element>(
         && cg * geo.kernel_size <= STREAM_MAX_DEPTH
         && (geo.filters * std::mem::size_of::<T>()) % 16 == 0;
 
+    // Which loop is outer: with every filter block's weights small enough to stay in L1, a
+    // panel of output steps is finished across all filters before the next (output written
+    // row by row, the input panel read once); otherwise one filter block's weights stay in
+    // L2 while the panels stream past.
+    let panel_major = blocks * weights.depth() * nr * std::mem::size_of::<T>() <= PANEL_MAJOR_MAX_BYTES;
+
     for_each_item::<T, _>(items, layout.rows * cg, parallel, |item, packed| {
         let tile = item % tiles;
         let g = (item / tiles) % geo.groups;
@@ -117,12 +126,15 @@ pub fn run<T: Element>(
         let t_end = (t_begin + layout.steps).min(geo.out_steps);
         let mut scratch_tile = [T::zero(); MAX_TILE];
         let mut source: Option<(usize, TileSource<T>)> = None;
-        for fb in 0..blocks {
+        let panels = (t_end - t_begin).div_ceil(mr);
+        for step in 0..blocks * panels {
+            let (fb, panel) = if panel_major { (step % blocks, step / blocks) } else { (step / panels, step % panels) };
+            let t0 = t_begin + panel * mr;
             let cols = nr.min(fg - fb * nr);
             let o0 = g * fg + fb * nr;
             let b = weights.panel(g, fb).as_ptr();
             let bias_ptr = bias_blocks[(g * blocks + fb) * nr..].as_ptr();
-            for t0 in (t_begin..t_end).step_by(mr) {
+            {
                 // im2col tiles hold MR rows only: repack when the rows change.
                 let start = if layout.im2col { t0 } else { t_begin };
                 let tile = match source {
