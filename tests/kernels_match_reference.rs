@@ -4,66 +4,12 @@ use conv1d_rs::{conv1d_reference, conv1d_with, Algorithm, ComputeOptions, Conv1d
 use ndarray::{Array1, Array3};
 use proptest::prelude::*;
 
-#[derive(Debug, Clone)]
-struct Case {
-    batch: usize,
-    steps: usize,
-    groups: usize,
-    in_per_group: usize,
-    filters_per_group: usize,
-    kernel_size: usize,
-    params: Conv1dParams,
-    use_bias: bool,
-    seed: u64,
-}
-
-fn case() -> impl Strategy<Value = Case> {
-    (
-        (0usize..3, 0usize..40, 1usize..5, 1usize..6, 1usize..20, 1usize..8),
-        (1usize..5, 1usize..5, 0usize..3, any::<bool>(), any::<bool>(), any::<u64>()),
-    )
-        .prop_map(|((batch, steps, groups, cg, fg, k), (s, d, pad, first, use_bias, seed))| Case {
-            batch,
-            steps,
-            groups,
-            in_per_group: cg,
-            filters_per_group: fg,
-            kernel_size: k,
-            params: Conv1dParams::new()
-                .strides(s)
-                .dilation_rate(d)
-                .groups(groups)
-                .padding([Padding::Valid, Padding::Same, Padding::Causal][pad])
-                .data_format(if first { DataFormat::ChannelsFirst } else { DataFormat::ChannelsLast }),
-            use_bias,
-            seed,
-        })
-}
-
-/// Small integers as floats: sums are exact, so every kernel must agree to the bit.
-fn values(len: usize, seed: u64) -> Vec<f64> {
-    let mut state = seed | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state % 9) as f64 - 4.0
-        })
-        .collect()
-}
+mod common;
+use common::{case, input_and_kernel, integers, Case};
 
 fn arrays(c: &Case) -> (Array3<f64>, Array3<f64>, Array1<f64>) {
-    let channels = c.groups * c.in_per_group;
-    let filters = c.groups * c.filters_per_group;
-    let shape = match c.params.data_format {
-        DataFormat::ChannelsLast => (c.batch, c.steps, channels),
-        DataFormat::ChannelsFirst => (c.batch, channels, c.steps),
-    };
-    let x = Array3::from_shape_vec(shape, values(c.batch * c.steps * channels, c.seed)).unwrap();
-    let kshape = (c.kernel_size, c.in_per_group, filters);
-    let kernel = Array3::from_shape_vec(kshape, values(kshape.0 * kshape.1 * kshape.2, c.seed ^ 0x9e37)).unwrap();
-    let bias = Array1::from(values(filters, c.seed ^ 0x51));
+    let (x, kernel) = input_and_kernel(c, integers);
+    let bias = Array1::from(integers(kernel.dim().2, c.seed ^ 0x51));
     (x, kernel, bias)
 }
 
@@ -95,12 +41,12 @@ fn check<T: conv1d_rs::Element>(c: &Case, cast: fn(f64) -> T) -> Result<(), Test
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(300))]
     #[test]
-    fn f64_kernels_match_reference(c in case()) {
+    fn f64_kernels_match_reference(c in case(1..6)) {
         check::<f64>(&c, |v| v)?;
     }
 
     #[test]
-    fn f32_kernels_match_reference(c in case()) {
+    fn f32_kernels_match_reference(c in case(1..6)) {
         check::<f32>(&c, |v| v as f32)?;
     }
 }

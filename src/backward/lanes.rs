@@ -104,122 +104,76 @@ mod avx2 {
     use std::arch::x86_64::*;
     use std::array;
 
-    /// Sixteen lanes per row in two registers; filters past the last multiple of 16 go to a
-    /// scalar sum per row, added after the lanes.
-    ///
-    /// # Safety
-    /// The CPU has AVX2 and FMA.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn dot4_f32(
-        y: &[f32],
-        ld: usize,
-        w: &[f32],
-        segments: &[(usize, usize)],
-        len: usize,
-    ) -> [f32; 4] {
-        let mut acc = [[_mm256_setzero_ps(); 2]; 4];
-        let mut tail = [0.0f32; 4];
-        let full = len - len % 16;
-        for &(y0, w0) in segments {
-            // One check per segment instead of one per load.
-            if y0 + 3 * ld + len > y.len() || w0 + len > w.len() {
-                debug_assert!(false, "dot segment out of bounds");
-                continue;
-            }
-            // SAFETY: checked just above: four rows of `len` from y0, `ld` apart, lie in `y`,
-            // and `len` weights from w0 lie in `w`; every access below is below `len`.
-            unsafe {
-                let wp = w.as_ptr().add(w0);
-                let rows = [
-                    y.as_ptr().add(y0),
-                    y.as_ptr().add(y0 + ld),
-                    y.as_ptr().add(y0 + 2 * ld),
-                    y.as_ptr().add(y0 + 3 * ld),
-                ];
-                let mut o = 0;
-                while o < full {
-                    let w0 = _mm256_loadu_ps(wp.add(o));
-                    let w1 = _mm256_loadu_ps(wp.add(o + 8));
-                    for (a, row) in acc.iter_mut().zip(rows) {
-                        a[0] = _mm256_fmadd_ps(_mm256_loadu_ps(row.add(o)), w0, a[0]);
-                        a[1] = _mm256_fmadd_ps(_mm256_loadu_ps(row.add(o + 8)), w1, a[1]);
+    macro_rules! dot4 {
+        ($(#[$doc:meta])* $name:ident, $t:ty, $step:expr, $zero:ident, $load:ident, $fma:ident, $store:ident) => {
+            $(#[$doc])*
+            ///
+            /// # Safety
+            /// The CPU has AVX2 and FMA.
+            #[target_feature(enable = "avx2,fma")]
+            pub(super) unsafe fn $name(
+                y: &[$t],
+                ld: usize,
+                w: &[$t],
+                segments: &[(usize, usize)],
+                len: usize,
+            ) -> [$t; 4] {
+                let mut acc = [[$zero(); 2]; 4];
+                let mut tail = [0.0 as $t; 4];
+                let full = len - len % (2 * $step);
+                for &(y0, w0) in segments {
+                    // One check per segment instead of one per load.
+                    if y0 + 3 * ld + len > y.len() || w0 + len > w.len() {
+                        debug_assert!(false, "dot segment out of bounds");
+                        continue;
                     }
-                    o += 16;
-                }
-                for (t, row) in tail.iter_mut().zip(rows) {
-                    for o in full..len {
-                        *t = (*row.add(o)).mul_add(*wp.add(o), *t);
+                    // SAFETY: checked just above: four rows of `len` from y0, `ld` apart, lie in `y`,
+                    // and `len` weights from w0 lie in `w`; every access below is below `len`.
+                    unsafe {
+                        let wp = w.as_ptr().add(w0);
+                        let rows = [
+                            y.as_ptr().add(y0),
+                            y.as_ptr().add(y0 + ld),
+                            y.as_ptr().add(y0 + 2 * ld),
+                            y.as_ptr().add(y0 + 3 * ld),
+                        ];
+                        let mut o = 0;
+                        while o < full {
+                            let w0 = $load(wp.add(o));
+                            let w1 = $load(wp.add(o + $step));
+                            for (a, row) in acc.iter_mut().zip(rows) {
+                                a[0] = $fma($load(row.add(o)), w0, a[0]);
+                                a[1] = $fma($load(row.add(o + $step)), w1, a[1]);
+                            }
+                            o += 2 * $step;
+                        }
+                        for (t, row) in tail.iter_mut().zip(rows) {
+                            for o in full..len {
+                                *t = (*row.add(o)).mul_add(*wp.add(o), *t);
+                            }
+                        }
                     }
                 }
+                array::from_fn(|r| {
+                    let mut lanes = [0.0 as $t; 2 * $step];
+                    // SAFETY: `lanes` has room for two full-register stores.
+                    unsafe {
+                        $store(lanes.as_mut_ptr(), acc[r][0]);
+                        $store(lanes.as_mut_ptr().add($step), acc[r][1]);
+                    }
+                    lanes.iter().fold(0.0, |s, &v| s + v) + tail[r]
+                })
             }
-        }
-        array::from_fn(|r| {
-            let mut lanes = [0.0f32; 16];
-            // SAFETY: `lanes` has room for two 8-float stores.
-            unsafe {
-                _mm256_storeu_ps(lanes.as_mut_ptr(), acc[r][0]);
-                _mm256_storeu_ps(lanes.as_mut_ptr().add(8), acc[r][1]);
-            }
-            lanes.iter().fold(0.0, |s, &v| s + v) + tail[r]
-        })
+        };
     }
 
-    /// As [`dot4_f32`] with eight lanes of `f64` per row.
-    ///
-    /// # Safety
-    /// The CPU has AVX2 and FMA.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn dot4_f64(
-        y: &[f64],
-        ld: usize,
-        w: &[f64],
-        segments: &[(usize, usize)],
-        len: usize,
-    ) -> [f64; 4] {
-        let mut acc = [[_mm256_setzero_pd(); 2]; 4];
-        let mut tail = [0.0f64; 4];
-        let full = len - len % 8;
-        for &(y0, w0) in segments {
-            // One check per segment instead of one per load.
-            if y0 + 3 * ld + len > y.len() || w0 + len > w.len() {
-                debug_assert!(false, "dot segment out of bounds");
-                continue;
-            }
-            // SAFETY: checked just above: four rows of `len` from y0, `ld` apart, lie in `y`,
-            // and `len` weights from w0 lie in `w`; every access below is below `len`.
-            unsafe {
-                let wp = w.as_ptr().add(w0);
-                let rows = [
-                    y.as_ptr().add(y0),
-                    y.as_ptr().add(y0 + ld),
-                    y.as_ptr().add(y0 + 2 * ld),
-                    y.as_ptr().add(y0 + 3 * ld),
-                ];
-                let mut o = 0;
-                while o < full {
-                    let w0 = _mm256_loadu_pd(wp.add(o));
-                    let w1 = _mm256_loadu_pd(wp.add(o + 4));
-                    for (a, row) in acc.iter_mut().zip(rows) {
-                        a[0] = _mm256_fmadd_pd(_mm256_loadu_pd(row.add(o)), w0, a[0]);
-                        a[1] = _mm256_fmadd_pd(_mm256_loadu_pd(row.add(o + 4)), w1, a[1]);
-                    }
-                    o += 8;
-                }
-                for (t, row) in tail.iter_mut().zip(rows) {
-                    for o in full..len {
-                        *t = (*row.add(o)).mul_add(*wp.add(o), *t);
-                    }
-                }
-            }
-        }
-        array::from_fn(|r| {
-            let mut lanes = [0.0f64; 8];
-            // SAFETY: `lanes` has room for two 4-double stores.
-            unsafe {
-                _mm256_storeu_pd(lanes.as_mut_ptr(), acc[r][0]);
-                _mm256_storeu_pd(lanes.as_mut_ptr().add(4), acc[r][1]);
-            }
-            lanes.iter().fold(0.0, |s, &v| s + v) + tail[r]
-        })
-    }
+    dot4!(
+        /// Sixteen lanes per row in two registers; filters past the last multiple of 16 go to a
+        /// scalar sum per row, added after the lanes.
+        dot4_f32, f32, 8, _mm256_setzero_ps, _mm256_loadu_ps, _mm256_fmadd_ps, _mm256_storeu_ps
+    );
+    dot4!(
+        /// As [`dot4_f32`] with eight lanes of `f64` per row.
+        dot4_f64, f64, 4, _mm256_setzero_pd, _mm256_loadu_pd, _mm256_fmadd_pd, _mm256_storeu_pd
+    );
 }

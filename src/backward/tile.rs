@@ -108,98 +108,66 @@ mod avx2 {
     use super::{Walk, MAX_MR};
     use std::arch::x86_64::*;
 
-    /// # Safety
-    /// As [`super::TileKernel::run`] with `mr = 6`, `nr = 16`; the CPU has AVX2 and FMA.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn f32_6x16(
-        walk: &Walk<'_>,
-        a: *const f32,
-        rows: &[isize; MAX_MR],
-        b: *const f32,
-        c: &[*mut f32; MAX_MR],
-    ) {
-        let mut acc = [[_mm256_setzero_ps(); 2]; 6];
-        for (r, row) in acc.iter_mut().enumerate() {
-            // SAFETY: c[r] has 16 readable elements (caller contract).
-            unsafe {
-                row[0] = _mm256_loadu_ps(c[r]);
-                row[1] = _mm256_loadu_ps(c[r].add(8));
-            }
-        }
-        // Row offsets in locals so they live in registers and feed the addressing mode.
-        let [r0, r1, r2, r3, r4, r5] = *rows;
-        for &(a_off, b_off) in walk.segments {
-            let mut ap = a.wrapping_offset(a_off);
-            let mut bp = b.wrapping_offset(b_off);
-            for _ in 0..walk.inner {
-                // SAFETY: at every step of the walk the 16-wide B read and the six row reads of A
-                // are inside their buffers (caller contract).
-                unsafe {
-                    let b0 = _mm256_loadu_ps(bp);
-                    let b1 = _mm256_loadu_ps(bp.add(8));
-                    for (row, off) in acc.iter_mut().zip([r0, r1, r2, r3, r4, r5]) {
-                        let av = _mm256_broadcast_ss(&*ap.wrapping_offset(off));
-                        row[0] = _mm256_fmadd_ps(av, b0, row[0]);
-                        row[1] = _mm256_fmadd_ps(av, b1, row[1]);
+    macro_rules! tile_6x2 {
+        ($(#[$doc:meta])* $name:ident, $t:ty, $step:expr, $zero:ident, $load:ident, $broadcast:ident, $fma:ident,
+         $store:ident) => {
+            $(#[$doc])*
+            #[target_feature(enable = "avx2,fma")]
+            pub(super) unsafe fn $name(
+                walk: &Walk<'_>,
+                a: *const $t,
+                rows: &[isize; MAX_MR],
+                b: *const $t,
+                c: &[*mut $t; MAX_MR],
+            ) {
+                let mut acc = [[$zero(); 2]; 6];
+                for (r, row) in acc.iter_mut().enumerate() {
+                    // SAFETY: c[r] has `nr` readable elements (caller contract).
+                    unsafe {
+                        row[0] = $load(c[r]);
+                        row[1] = $load(c[r].add($step));
                     }
                 }
-                ap = ap.wrapping_offset(walk.a_step);
-                bp = bp.wrapping_offset(walk.b_step);
+                // Row offsets in locals so they live in registers and feed the addressing mode.
+                let [r0, r1, r2, r3, r4, r5] = *rows;
+                for &(a_off, b_off) in walk.segments {
+                    let mut ap = a.wrapping_offset(a_off);
+                    let mut bp = b.wrapping_offset(b_off);
+                    for _ in 0..walk.inner {
+                        // SAFETY: at every step of the walk the `nr`-wide B read and the six row reads
+                        // of A are inside their buffers (caller contract).
+                        unsafe {
+                            let b0 = $load(bp);
+                            let b1 = $load(bp.add($step));
+                            for (row, off) in acc.iter_mut().zip([r0, r1, r2, r3, r4, r5]) {
+                                let av = $broadcast(&*ap.wrapping_offset(off));
+                                row[0] = $fma(av, b0, row[0]);
+                                row[1] = $fma(av, b1, row[1]);
+                            }
+                        }
+                        ap = ap.wrapping_offset(walk.a_step);
+                        bp = bp.wrapping_offset(walk.b_step);
+                    }
+                }
+                for (r, row) in acc.iter().enumerate() {
+                    // SAFETY: c[r] has `nr` writable elements owned by this call (caller contract).
+                    unsafe {
+                        $store(c[r], row[0]);
+                        $store(c[r].add($step), row[1]);
+                    }
+                }
             }
-        }
-        for (r, row) in acc.iter().enumerate() {
-            // SAFETY: c[r] has 16 writable elements owned by this call (caller contract).
-            unsafe {
-                _mm256_storeu_ps(c[r], row[0]);
-                _mm256_storeu_ps(c[r].add(8), row[1]);
-            }
-        }
+        };
     }
 
-    /// # Safety
-    /// As [`super::TileKernel::run`] with `mr = 6`, `nr = 8`; the CPU has AVX2 and FMA.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn f64_6x8(
-        walk: &Walk<'_>,
-        a: *const f64,
-        rows: &[isize; MAX_MR],
-        b: *const f64,
-        c: &[*mut f64; MAX_MR],
-    ) {
-        let mut acc = [[_mm256_setzero_pd(); 2]; 6];
-        for (r, row) in acc.iter_mut().enumerate() {
-            // SAFETY: c[r] has 8 readable elements (caller contract).
-            unsafe {
-                row[0] = _mm256_loadu_pd(c[r]);
-                row[1] = _mm256_loadu_pd(c[r].add(4));
-            }
-        }
-        let [r0, r1, r2, r3, r4, r5] = *rows;
-        for &(a_off, b_off) in walk.segments {
-            let mut ap = a.wrapping_offset(a_off);
-            let mut bp = b.wrapping_offset(b_off);
-            for _ in 0..walk.inner {
-                // SAFETY: at every step of the walk the 8-wide B read and the six row reads of A
-                // are inside their buffers (caller contract).
-                unsafe {
-                    let b0 = _mm256_loadu_pd(bp);
-                    let b1 = _mm256_loadu_pd(bp.add(4));
-                    for (row, off) in acc.iter_mut().zip([r0, r1, r2, r3, r4, r5]) {
-                        let av = _mm256_broadcast_sd(&*ap.wrapping_offset(off));
-                        row[0] = _mm256_fmadd_pd(av, b0, row[0]);
-                        row[1] = _mm256_fmadd_pd(av, b1, row[1]);
-                    }
-                }
-                ap = ap.wrapping_offset(walk.a_step);
-                bp = bp.wrapping_offset(walk.b_step);
-            }
-        }
-        for (r, row) in acc.iter().enumerate() {
-            // SAFETY: c[r] has 8 writable elements owned by this call (caller contract).
-            unsafe {
-                _mm256_storeu_pd(c[r], row[0]);
-                _mm256_storeu_pd(c[r].add(4), row[1]);
-            }
-        }
-    }
+    tile_6x2!(
+        /// # Safety
+        /// As [`super::TileKernel::run`] with `mr = 6`, `nr = 16`; the CPU has AVX2 and FMA.
+        f32_6x16, f32, 8, _mm256_setzero_ps, _mm256_loadu_ps, _mm256_broadcast_ss, _mm256_fmadd_ps, _mm256_storeu_ps
+    );
+    tile_6x2!(
+        /// # Safety
+        /// As [`super::TileKernel::run`] with `mr = 6`, `nr = 8`; the CPU has AVX2 and FMA.
+        f64_6x8, f64, 4, _mm256_setzero_pd, _mm256_loadu_pd, _mm256_broadcast_sd, _mm256_fmadd_pd, _mm256_storeu_pd
+    );
 }
