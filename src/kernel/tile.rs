@@ -42,7 +42,10 @@ impl TileLayout {
         }
         let steps = steps.min(max_steps).max(mr);
         let rows = rows_for(steps);
-        if rows.saturating_mul(cg) <= MAX_TILE_ELEMENTS {
+        // A span far longer than the input (huge dilation with padding) would pack mostly
+        // zeros: gather each row's taps instead.
+        let mostly_padding = rows > 4 * geo.steps + 64 * mr;
+        if rows.saturating_mul(cg) <= MAX_TILE_ELEMENTS && !mostly_padding {
             return TileLayout { steps, row_step, tap_step: geo.dilation_rate, rows, im2col: false };
         }
         // Taps far apart: pack each output row's taps contiguously instead.
