@@ -353,7 +353,9 @@ fn backward_typed<'py, T: Element + numpy::Element>(
     });
     let (x, kernel, dy): (PyReadonlyArray3<T>, PyReadonlyArray3<T>, PyReadonlyArray3<T>) = (x?, kernel?, dy?);
     let (xv, kv, dyv) = (x.as_array(), kernel.as_array(), dy.as_array());
-    let work = xv.len() as f64 * kv.len() as f64;
+    // Multiply-adds of dx and dkernel: each output element meets kernel_size * in_per_group inputs twice.
+    let (taps, in_per_group, _) = kv.dim();
+    let work = 2.0 * dyv.len() as f64 * (taps * in_per_group) as f64;
     let watch = work >= INTERRUPTIBLE_MIN_WORK;
     let grads = compute_interruptible(py, watch, || crate::conv1d_backward_with(xv, kv, dyv, params, use_bias, options))?;
     let as_any = |a: Bound<'py, PyArray3<T>>| a.into_any().cast_into::<PyUntypedArray>().map_err(PyErr::from);
