@@ -135,7 +135,21 @@ def make_conv1d_rs(case, x, kernel, bias) -> Competitor:
     def run():
         return prepared.forward(*args)
 
-    return Competitor("conv1d_rs", run, np.asarray(run()), detail=prepared.algorithm)
+    out = np.asarray(run())
+    return Competitor("conv1d_rs", run, out, detail=_path_taken(prepared, kernel, case, args, out))
+
+
+def _path_taken(prepared, kernel, case, args, out) -> str:
+    """The algorithm a call took. ``.algorithm`` names the packed (direct) path; long kernels
+    may go through FFT per call instead, which a forced direct call tells apart: its sums
+    are not bitwise those of the FFT."""
+    from conv1d_rs._core import PreparedKernel
+
+    direct = prepared.algorithm
+    if case["kernel_size"] < 16 or direct == "reference":  # conv1d_rs considers FFT from 16 taps
+        return direct
+    forced = PreparedKernel(kernel, case["groups"], algorithm=direct)
+    return direct if np.array_equal(np.asarray(forced.forward(*args)), out) else "fft"
 
 
 def make_conv1d_rs_plain(case, x, kernel, bias) -> Competitor:

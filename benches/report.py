@@ -209,6 +209,12 @@ def write_markdown(run: dict, path: Path) -> None:
         f"{run['peak_end']:.0f} GFLOP/s at the end; % of peak below is against {peak:.0f} GFLOP/s, the higher of the two."
     )
     lines.append("")
+    if run["peak_start"] > 0 and not 0.75 <= run["peak_end"] / run["peak_start"] <= 1.33:
+        lines.append(
+            "**The FMA peak moved by more than a quarter during the run: the machine's load changed, "
+            "so these figures are less steady than usual.**"
+        )
+        lines.append("")
     lines.append(
         f"Method: all frameworks in one process, interleaved round-robin over {run['rounds']} rounds "
         f"(order rotated each round) after a warm-up; each sample is at least {run['sample_seconds'] * 1e3:.0f} ms "
@@ -217,11 +223,13 @@ def write_markdown(run: dict, path: Path) -> None:
         "torch and ort take NCW input (their native layout, transposed once outside the timing); jax and tf take NWC. "
         "Keras `same`/`causal` padding is reproduced exactly and is inside the timed call. "
         f"Every output matches conv1d_rs within {C.RTOL:g} of the output's magnitude unless marked. "
-        "Speedup = best competitor time / conv1d_rs time (above 1: conv1d_rs is faster)."
+        "Speedup = best competitor time / conv1d_rs time (above 1: conv1d_rs is faster). "
+        "GFLOP/s counts the FLOPs of the direct convolution (2 x multiply-adds, the suite's `gflop`), so on the "
+        "`fft` path, which does fewer, it can exceed the FMA peak; *path* is the algorithm conv1d_rs took."
     )
     lines.append("")
     header = ["case", "shape (NxLxC->F)", "GFLOP", "conv1d_rs ms", "plain ms"] + [f"{fw} ms" for fw in comps]
-    header += ["best competitor ms", "speedup", "conv1d_rs GFLOP/s", "% of peak"]
+    header += ["best competitor ms", "speedup", "conv1d_rs GFLOP/s", "% of peak", "path"]
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "|".join(["---"] * 2 + ["---:"] * (len(header) - 2)) + "|")
     for r in cases:
@@ -250,6 +258,7 @@ def write_markdown(run: dict, path: Path) -> None:
         gf = r.get("gflops")
         row.append("–" if gf is None else f"{gf:.1f}")
         row.append("–" if gf is None or not peak else f"{100 * gf / peak:.1f}%")
+        row.append(r["algorithm"] or "–")
         lines.append("| " + " | ".join(row) + " |")
     lines.append("")
 
@@ -280,7 +289,7 @@ def write_markdown(run: dict, path: Path) -> None:
             lines.append(
                 f"- {r['name']} ({r['shape']}): {fmt_ms(r['median_ms']['conv1d_rs'])} ms vs "
                 f"{fmt_ms(r['best_competitor_ms'])} ms for {r['best_competitor']}, "
-                f"{1 / r['speedup']:.2f}x slower (algorithm: {r['algorithm']})."
+                f"{1 / r['speedup']:.2f}x slower (path: {r['algorithm']})."
             )
         lines.append("")
     notes = []
@@ -352,7 +361,7 @@ def write_plot(run: dict, path: Path) -> bool:
     ax2.set_yscale("log")
     # Room above the peak line for the legend.
     ax2.set_ylim(min(ours + best) / 2, max(ours + best + [run["peak_gflops"]]) * 4)
-    ax2.set_ylabel("GFLOP/s (log)")
+    ax2.set_ylabel("direct-convolution GFLOP/s (log)")
     ax2.legend(fontsize=8, loc="upper left", ncol=3)
     ax2.set_xticks(pos)
     ax2.set_xticklabels(names, rotation=45, ha="right")
