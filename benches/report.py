@@ -30,17 +30,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import competitors as C  # sets the thread-count variables before any framework loads
 
 RESULTS = C.HERE / "results"
-LABELS = {
-    "conv1d_rs": "conv1d_rs",
-    "conv1d_rs_plain": "conv1d_rs plain",
-    "torch": "torch",
-    "jax": "jax",
-    "ort": "ort",
-    "tf": "tf",
-}
-# Pause between two frameworks' samples, untimed, so that one framework's spinning
-# worker threads have gone to sleep before the next one runs.
-SETTLE_S = 0.005
+
+
+def settle(window_s: float = 0.005, max_s: float = 0.5) -> None:
+    """Waits, untimed, until this process is idle. Worker threads spin for a while after a
+    call (onnxruntime's for about 70 ms, OpenMP's for about 10 ms) and would slow down
+    whichever framework runs next on the 2 cores."""
+    deadline = time.perf_counter() + max_s
+    while time.perf_counter() < deadline:
+        cpu = time.process_time()
+        time.sleep(window_s)
+        if time.process_time() - cpu < 0.2 * window_s:
+            return
 
 
 def cpu_model() -> str:
@@ -122,6 +123,7 @@ def time_case(case: dict, frameworks: list[str], args) -> dict:
 
     reps: dict[str, int] = {}
     for fw, comp in built.items():
+        settle()
         fastest = warm_up(comp.fn, args.warmup_calls, args.warmup_seconds)
         reps[fw] = max(1, math.ceil(args.sample_seconds / max(fastest, 1e-7)))
 
@@ -134,7 +136,7 @@ def time_case(case: dict, frameworks: list[str], args) -> dict:
             rotated = order[r % len(order) :] + order[: r % len(order)]
             for fw in rotated:
                 fn, n = built[fw].fn, reps[fw]
-                time.sleep(SETTLE_S)
+                settle()
                 t0 = time.perf_counter()
                 for _ in range(n):
                     fn()
@@ -217,7 +219,8 @@ def write_markdown(run: dict, path: Path) -> None:
         lines.append("")
     lines.append(
         f"Method: all frameworks in one process, interleaved round-robin over {run['rounds']} rounds "
-        f"(order rotated each round) after a warm-up; each sample is at least {run['sample_seconds'] * 1e3:.0f} ms "
+        f"(order rotated each round) after a warm-up, waiting before each sample until the previous framework's "
+        f"worker threads have stopped spinning; each sample is at least {run['sample_seconds'] * 1e3:.0f} ms "
         "of back-to-back calls; times are the median per-call time in ms. conv1d_rs is the prepared kernel "
         "(weights packed once, as the layer holds them); *plain* is `conv1d_rs.conv1d`, which packs them on every call. "
         "torch and ort take NCW input (their native layout, transposed once outside the timing); jax and tf take NWC. "
@@ -231,7 +234,7 @@ def write_markdown(run: dict, path: Path) -> None:
     header = ["case", "shape (NxLxC->F)", "GFLOP", "conv1d_rs ms", "plain ms"] + [f"{fw} ms" for fw in comps]
     header += ["best competitor ms", "speedup", "conv1d_rs GFLOP/s", "% of peak", "path"]
     lines.append("| " + " | ".join(header) + " |")
-    lines.append("|" + "|".join(["---"] * 2 + ["---:"] * (len(header) - 2)) + "|")
+    lines.append("|" + "|".join(["---"] * 2 + ["---:"] * (len(header) - 3) + ["---"]) + "|")
     for r in cases:
         med = r["median_ms"]
         row = [
