@@ -226,27 +226,23 @@ class RandomNormal(RandomInitializer):
 
     def __call__(self, shape: Shape, dtype: DTypeLike = "float32") -> np.ndarray:
         dt = _float_dtype(dtype)
-        z = self._rng().standard_normal(_shape_tuple(shape))
+        z = self._standard_draw(self._rng(), _shape_tuple(shape))
         return (self.mean + self.stddev * z).astype(dt)
+
+    @staticmethod
+    def _standard_draw(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+        return rng.standard_normal(shape)
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "mean": self.mean, "stddev": self.stddev}
 
 
-class TruncatedNormal(RandomInitializer):
+class TruncatedNormal(RandomNormal):
     """Normal draws with `mean` and `stddev`, redrawn beyond two stddevs."""
 
-    def __init__(
-        self, mean: float = 0.0, stddev: float = 0.05, seed: int | None = None
-    ) -> None:
-        self.mean = mean
-        self.stddev = stddev
-        super().__init__(seed=seed)
-
-    def __call__(self, shape: Shape, dtype: DTypeLike = "float32") -> np.ndarray:
-        dt = _float_dtype(dtype)
-        z = _truncated_standard_normal(self._rng(), _shape_tuple(shape))
-        return (self.mean + self.stddev * z).astype(dt)
+    @staticmethod
+    def _standard_draw(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+        return _truncated_standard_normal(rng, shape)
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "mean": self.mean, "stddev": self.stddev}
