@@ -113,6 +113,7 @@ def time_case(case: dict, rounds: int) -> dict:
     for r in range(rounds):
         order = list(runs)[r % len(runs) :] + list(runs)[: r % len(runs)]
         for name in order:
+            C.settle()
             start, calls = time.perf_counter(), 0
             while calls < 1 or time.perf_counter() - start < 0.05:
                 runs[name]()
@@ -135,7 +136,8 @@ def main() -> int:
         "",
         f"{', '.join(f'{k} {v}' for k, v in C.versions().items())}; {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; "
         "gradients of input, kernel and bias; "
-        f"median ms over {args.rounds} interleaved rounds.",
+        f"median ms over {args.rounds} interleaved rounds, "
+        "waiting before each sample until the previous framework's worker threads have stopped spinning.",
         "",
         "| case | conv1d_rs ms | torch ms | jax ms | speedup vs best |",
         "|---|---:|---:|---:|---:|",

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -29,6 +30,8 @@ THREADS = 2
 os.environ.setdefault("RAYON_NUM_THREADS", str(THREADS))
 os.environ.setdefault("OMP_NUM_THREADS", str(THREADS))
 os.environ.setdefault("MKL_NUM_THREADS", str(THREADS))
+# NumPy's own BLAS is not measured: one thread, so that no idle pool spins beside the others.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("TF_NUM_INTRAOP_THREADS", str(THREADS))
 os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -54,6 +57,18 @@ class Competitor:
     output: np.ndarray | None = None
     reason: str = ""
     detail: str = ""
+
+
+def settle(window_s: float = 0.005, max_s: float = 0.5) -> None:
+    """Waits, untimed, until this process is idle. Worker threads spin for a while after a
+    call (onnxruntime's for about 70 ms, OpenMP's for about 10 ms) and would slow down
+    whichever framework runs next on the 2 cores."""
+    deadline = time.perf_counter() + max_s
+    while time.perf_counter() < deadline:
+        cpu = time.process_time()
+        time.sleep(window_s)
+        if time.process_time() - cpu < 0.2 * window_s:
+            return
 
 
 def load_suite(path: Path = SUITE_PATH) -> dict:

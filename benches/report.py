@@ -32,18 +32,6 @@ import competitors as C  # sets the thread-count variables before any framework 
 RESULTS = C.HERE / "results"
 
 
-def settle(window_s: float = 0.005, max_s: float = 0.5) -> None:
-    """Waits, untimed, until this process is idle. Worker threads spin for a while after a
-    call (onnxruntime's for about 70 ms, OpenMP's for about 10 ms) and would slow down
-    whichever framework runs next on the 2 cores."""
-    deadline = time.perf_counter() + max_s
-    while time.perf_counter() < deadline:
-        cpu = time.process_time()
-        time.sleep(window_s)
-        if time.process_time() - cpu < 0.2 * window_s:
-            return
-
-
 def cpu_model() -> str:
     try:
         with open("/proc/cpuinfo") as f:
@@ -123,7 +111,7 @@ def time_case(case: dict, frameworks: list[str], args) -> dict:
 
     reps: dict[str, int] = {}
     for fw, comp in built.items():
-        settle()
+        C.settle()
         fastest = warm_up(comp.fn, args.warmup_calls, args.warmup_seconds)
         reps[fw] = max(1, math.ceil(args.sample_seconds / max(fastest, 1e-7)))
 
@@ -136,7 +124,7 @@ def time_case(case: dict, frameworks: list[str], args) -> dict:
             rotated = order[r % len(order) :] + order[: r % len(order)]
             for fw in rotated:
                 fn, n = built[fw].fn, reps[fw]
-                settle()
+                C.settle()
                 t0 = time.perf_counter()
                 for _ in range(n):
                     fn()

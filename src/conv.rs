@@ -269,7 +269,7 @@ impl<T: Element> PreparedKernel<T> {
 
     /// Writes every element of `out`, or returns why it stopped early (cancelled, or a
     /// working buffer could not be allocated), leaving `out` partly unwritten.
-    fn run_checked(&self, geo: &Geometry, x: ArrayView3<T>, bias: Option<ArrayView1<T>>, out: &mut [MaybeUninit<T>]) -> Result<()> {
+    pub(crate) fn run_checked(&self, geo: &Geometry, x: ArrayView3<T>, bias: Option<ArrayView1<T>>, out: &mut [MaybeUninit<T>]) -> Result<()> {
         if out.is_empty() {
             return Ok(());
         }

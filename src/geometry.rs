@@ -83,31 +83,14 @@ impl Geometry {
                 )));
             }
         }
-        let span = effective_kernel_size(kernel_size, params.dilation_rate).map_err(overflow)?;
+        // The span must be representable before anything is derived from it.
+        effective_kernel_size(kernel_size, params.dilation_rate).map_err(overflow)?;
         let out_steps =
             output_length(steps, kernel_size, params.strides, params.dilation_rate, params.padding).map_err(overflow)?;
         let (pad_left, _) =
             padding_amounts(steps, kernel_size, params.strides, params.dilation_rate, params.padding).map_err(overflow)?;
         let strides = params.strides.min(steps.max(1));
         let dilation_rate = if kernel_size == 1 { 1 } else { params.dilation_rate };
-        // Kernels index steps with `isize`, and tiles run up to TILE_STEPS output steps past
-        // the last one and hold up to TILE_STEPS windows of every channel: keep every such
-        // position and size representable.
-        const TILE_STEPS: usize = 1 << 13;
-        let reach = out_steps
-            .checked_add(TILE_STEPS)
-            .and_then(|v| v.checked_mul(strides))
-            .and_then(|v| v.checked_add(steps))
-            .and_then(|v| v.checked_add(span.checked_mul(2)?));
-        let tile_bytes = span.checked_mul(TILE_STEPS * 16).and_then(|v| v.checked_mul(in_channels));
-        let in_range = |v: Option<usize>| v.is_some_and(|v| v <= isize::MAX as usize);
-        if !in_range(reach) || !in_range(tile_bytes) {
-            return Err(ConvError::Overflow(format!(
-                "a kernel spanning {span} steps (kernel_size={kernel_size}, dilation_rate={}) over {in_channels} \
-                 channels with strides={} is too large to index",
-                params.dilation_rate, params.strides
-            )));
-        }
         let geometry = Geometry {
             batch,
             steps,
@@ -121,7 +104,55 @@ impl Geometry {
             out_steps,
             data_format: params.data_format,
         };
+        geometry.check_indexable(params.dilation_rate, params.strides)?;
         geometry.output_len()?;
+        Ok(geometry)
+    }
+
+    /// Kernels index steps with `isize`, and tiles run up to `TILE_STEPS` output steps past
+    /// the last one and hold up to `TILE_STEPS` windows of every channel: keeps every such
+    /// position and size representable. The requested dilation and stride name the culprit.
+    fn check_indexable(&self, dilation_rate: usize, strides: usize) -> Result<()> {
+        const TILE_STEPS: usize = 1 << 13;
+        let span = self.halo() + 1;
+        let reach = self
+            .out_steps
+            .checked_add(TILE_STEPS)
+            .and_then(|v| v.checked_mul(self.strides))
+            .and_then(|v| v.checked_add(self.steps))
+            .and_then(|v| v.checked_add(span.checked_mul(2)?));
+        let tile_bytes = span.checked_mul(TILE_STEPS * 16).and_then(|v| v.checked_mul(self.in_channels));
+        let in_range = |v: Option<usize>| v.is_some_and(|v| v <= isize::MAX as usize);
+        if !in_range(reach) || !in_range(tile_bytes) {
+            return Err(ConvError::Overflow(format!(
+                "a kernel spanning {span} steps (kernel_size={}, dilation_rate={dilation_rate}) over {} \
+                 channels with strides={strides} is too large to index",
+                self.kernel_size, self.in_channels
+            )));
+        }
+        Ok(())
+    }
+
+    /// The input gradient of a stride-1 convolution as a convolution of its own: `dy`
+    /// correlated with the kernel reversed along its taps, its channel axes swapped, and
+    /// padded so that the result has the input's length. Input step `i` collects tap `j`
+    /// from output step `i + pad_left - j * dilation`, which is tap `kernel_size - 1 - j` of
+    /// the reversed kernel read with `halo - pad_left` steps of padding on the left.
+    pub(crate) fn input_gradient(&self) -> Result<Geometry> {
+        let internal = |what: &str| ConvError::Overflow(format!("the input gradient needs {what}"));
+        if self.strides != 1 {
+            return Err(internal("strides=1"));
+        }
+        let pad_left = self.halo().checked_sub(self.pad_left).ok_or_else(|| internal("padding within the kernel's span"))?;
+        let geometry = Geometry {
+            steps: self.out_steps,
+            in_channels: self.filters,
+            filters: self.in_channels,
+            pad_left,
+            out_steps: self.steps,
+            ..*self
+        };
+        geometry.check_indexable(self.dilation_rate, 1)?;
         Ok(geometry)
     }
 

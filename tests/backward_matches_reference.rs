@@ -65,7 +65,20 @@ fn check<T: Element>(c: &Case) -> Result<(), TestCaseError> {
             prop_assert!(refused, "depthwise accepted {:?}", c);
             continue;
         }
-        prop_assert_eq!(&expected, &got.unwrap(), "{:?} {:?}", options, c);
+        let got = got.unwrap();
+        if options.algorithm == Algorithm::Auto && c.kernel_size >= 16 {
+            // dx of a long kernel may take the forward FFT path, which rounds differently
+            // from a direct sum; the data are small integers, so the exact sums are known.
+            let close = expected.dx.iter().zip(got.dx.iter()).all(|(&e, &g)| {
+                let (e, g) = (e.to_f64().unwrap(), g.to_f64().unwrap());
+                (e - g).abs() <= 1e-9 * (1.0 + e.abs())
+            });
+            prop_assert!(close, "dx {:?} {:?}", options, c);
+            prop_assert_eq!(&expected.dkernel, &got.dkernel, "{:?} {:?}", options, c);
+            prop_assert_eq!(&expected.dbias, &got.dbias, "{:?} {:?}", options, c);
+        } else {
+            prop_assert_eq!(&expected, &got, "{:?} {:?}", options, c);
+        }
     }
     Ok(())
 }
@@ -108,6 +121,10 @@ fn larger_cases() -> Vec<Case> {
         // Wide rows of x and dy: both are packed per chunk of steps.
         Case::new(2, 50, 1, 130, 128, 3, p().padding(Padding::Same)),
         Case::new(2, 60, 2, 70, 64, 3, p().padding(Padding::Causal).strides(2).data_format(DataFormat::ChannelsFirst)),
+        // Long reductions onto small results: dkernel and dbias are summed in parts, and the
+        // parts cut across batch items.
+        Case::new(3, 3000, 1, 4, 8, 3, p().padding(Padding::Same)),
+        Case::new(2, 4500, 2, 3, 5, 2, p().padding(Padding::Causal).dilation_rate(3).strides(2)),
         // Kernels far wider than the input: windows of padding are bounded by the input.
         Case::new(2, 9, 1, 3, 20, 7, p().padding(Padding::Same).dilation_rate(40)),
         Case::new(1, 30, 1, 64, 16, 5, p().padding(Padding::Causal).dilation_rate(1000)),

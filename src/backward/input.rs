@@ -120,7 +120,7 @@ pub(super) fn input_gradient<T: Element>(
 }
 
 /// True when dot products over filters waste fewer lanes than tiles over channels.
-fn prefer_dot<T>(geo: &Geometry, nr: usize) -> bool {
+pub(super) fn prefer_dot<T>(geo: &Geometry, nr: usize) -> bool {
     let (cg, fg) = (geo.in_per_group(), geo.filters_per_group());
     let lanes = if std::mem::size_of::<T>() <= 4 { 16 } else { 8 };
     // Fraction of lanes doing useful work; dots also pay a horizontal sum and more loads.

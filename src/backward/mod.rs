@@ -10,13 +10,16 @@
 //!   of dy[n, t, o] * kernel[j, c, o]`
 //!
 //! Both large sums are GEMMs. `dkernel` of group `g` is `im2col(x)^T . dy`, a
-//! `(taps * Cg) x Fg` result reduced over every `(n, t)`: threads take disjoint blocks of it
-//! and each block sums all `(n, t)` itself, in order. `dx` is, for each residue class of input
-//! steps modulo the stride, a stride-1 correlation of `dy` with the taps that reach that class:
-//! threads take disjoint runs of input steps. No sum is ever split between threads, so results
+//! `(taps * Cg) x Fg` result reduced over every `(n, t)`: threads take disjoint blocks of it,
+//! and a small result over a long reduction also cuts the reduction into parts fixed by the
+//! shapes, added up in order at the end. With stride 1, `dx` is a convolution of `dy` and runs
+//! on the forward kernels; otherwise it is, for each residue class of input steps modulo the
+//! stride, a stride-1 correlation of `dy` with the taps that reach that class, and threads take
+//! disjoint runs of input steps. How a sum is cut never depends on the threads, so results
 //! are bitwise the same for any thread count.
 
 mod depthwise;
+mod forward;
 mod input;
 mod lanes;
 mod reference;
@@ -131,13 +134,23 @@ pub fn conv1d_backward_with<T: Element>(
         }
         Algorithm::Depthwise => true,
         Algorithm::Auto => depthwise_shape,
-        // The backward pass has no FFT path: long kernels run as GEMMs.
+        // Only dx has an FFT path (through the forward kernels): dkernel runs as a GEMM.
         Algorithm::Gemm | Algorithm::Fft => false,
     };
+    // Stride 1 makes dx a convolution of dy: the forward kernels (and their paths) compute it.
+    // Not when the input has far fewer channels per group than dy has filters: the forward
+    // tiles would be mostly empty columns, where dot products over filters fill the lanes.
+    let dx_by_forward = geo.strides == 1
+        && geo.in_channels > 0
+        && (depthwise || !input::prefer_dot::<T>(&geo, tile_kernel::<T>(options.simd).nr));
+    let forward_dx = if dx_by_forward { Some(forward::input_gradient(&geo, dy, kernel, options)?) } else { None };
     let x = channels_last(x, geo.data_format);
     let dy = channels_last(dy, geo.data_format);
-    let dbias = if use_bias { Some(bias_gradient(dy)?) } else { None };
-    let mut dx = try_zeroed::<T>(x.len())?;
+    let dbias = if use_bias { Some(bias_gradient(dy, options.parallel)?) } else { None };
+    let mut dx = match forward_dx {
+        Some(dx) => dx,
+        None => try_zeroed::<T>(x.len())?,
+    };
     let mut dkernel = try_zeroed::<T>(kernel.len())?;
     if geo.batch > 0 && geo.out_steps > 0 && geo.in_channels > 0 {
         let parallel = options.parallel && geo.macs() >= PARALLEL_MIN_MACS;
@@ -151,11 +164,15 @@ pub fn conv1d_backward_with<T: Element>(
                 let x = Rows::new(x, parallel)?;
                 let fused = use_avx2(options.simd);
                 if depthwise {
-                    depthwise::input_gradient(&geo, &dy, kernel, fused, parallel, &mut dx)?;
+                    if !dx_by_forward {
+                        depthwise::input_gradient(&geo, &dy, kernel, fused, parallel, &mut dx)?;
+                    }
                     depthwise::kernel_gradient(&geo, &x, &dy, fused, parallel, &mut dkernel)
                 } else {
                     let tk = tile_kernel::<T>(options.simd);
-                    input::input_gradient(&geo, &dy, kernel, tk, fused, parallel, &mut dx)?;
+                    if !dx_by_forward {
+                        input::input_gradient(&geo, &dy, kernel, tk, fused, parallel, &mut dx)?;
+                    }
                     weights::kernel_gradient(&geo, &x, &dy, tk, parallel, &mut dkernel)
                 }
             })();
@@ -219,15 +236,32 @@ fn channels_last<T>(a: ArrayView3<T>, format: DataFormat) -> ArrayView3<T> {
     }
 }
 
-/// `dbias[o] = sum_{n,t} dy[n, t, o]`, summed over `n` then `t` in order.
-fn bias_gradient<T: Element>(dy: ArrayView3<T>) -> Result<Array1<T>> {
-    let mut sums = Array1::from(try_zeroed::<T>(dy.dim().2)?);
-    for item in dy.outer_iter() {
-        for row in item.outer_iter() {
-            sums.zip_mut_with(&row, |s, &v| *s = *s + v);
+/// Rows of `dy` per part of the bias gradient, at least.
+const BIAS_PART_ROWS: usize = 4096;
+
+/// `dbias[o] = sum_{n,t} dy[n, t, o]`. The rows, in `(n, t)` order, are cut into parts fixed
+/// by the shape; each part is summed in order (in parallel), then the parts are added in order.
+fn bias_gradient<T: Element>(dy: ArrayView3<T>, parallel: bool) -> Result<Array1<T>> {
+    let (batch, steps, filters) = dy.dim();
+    let rows = batch * steps;
+    let parts = (rows / BIAS_PART_ROWS).clamp(1, 16);
+    let part_len = rows.div_ceil(parts);
+    let mut sums = try_zeroed::<T>(parts * filters)?;
+    let out = SharedOut(sums.as_mut_ptr());
+    for_each_item::<T, _>(parts, 0, parallel && parts > 1, |part, _| {
+        // SAFETY: part `part` owns sums[part * filters..][..filters].
+        let acc = unsafe { std::slice::from_raw_parts_mut(out.get().add(part * filters), filters) };
+        for r in part * part_len..((part + 1) * part_len).min(rows) {
+            let row = dy.slice(s![r / steps, r % steps, ..]);
+            acc.iter_mut().zip(row.iter()).for_each(|(a, &v)| *a = *a + v);
         }
+    });
+    let (first, rest) = sums.split_at_mut(filters);
+    for part in rest.chunks_exact(filters) {
+        first.iter_mut().zip(part).for_each(|(a, &b)| *a = *a + b);
     }
-    Ok(sums)
+    sums.truncate(filters);
+    Ok(Array1::from(sums))
 }
 
 /// A `(batch, steps, width)` array in contiguous channels-last memory: borrowed when the
