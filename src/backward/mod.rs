@@ -242,8 +242,11 @@ const BIAS_PART_ROWS: usize = 4096;
 /// `dbias[o] = sum_{n,t} dy[n, t, o]`. The rows, in `(n, t)` order, are cut into parts fixed
 /// by the shape; each part is summed in order (in parallel), then the parts are added in order.
 fn bias_gradient<T: Element>(dy: ArrayView3<T>, parallel: bool) -> Result<Array1<T>> {
-    let (batch, steps, filters) = dy.dim();
-    let rows = batch * steps;
+    let filters = dy.dim().2;
+    // Contiguous rows (a copy only for a channels-first dy), so each row sums as one slice.
+    let dy = dy.as_standard_layout();
+    let data = dy.as_slice().unwrap_or_default();
+    let rows = if filters == 0 { 0 } else { data.len() / filters };
     let parts = (rows / BIAS_PART_ROWS).clamp(1, 16);
     let part_len = rows.div_ceil(parts);
     let mut sums = try_zeroed::<T>(parts * filters)?;
@@ -251,9 +254,11 @@ fn bias_gradient<T: Element>(dy: ArrayView3<T>, parallel: bool) -> Result<Array1
     for_each_item::<T, _>(parts, 0, parallel && parts > 1, |part, _| {
         // SAFETY: part `part` owns sums[part * filters..][..filters].
         let acc = unsafe { std::slice::from_raw_parts_mut(out.get().add(part * filters), filters) };
-        for r in part * part_len..((part + 1) * part_len).min(rows) {
-            let row = dy.slice(s![r / steps, r % steps, ..]);
-            acc.iter_mut().zip(row.iter()).for_each(|(a, &v)| *a = *a + v);
+        let (r0, r1) = (part * part_len, ((part + 1) * part_len).min(rows));
+        if r0 < r1 {
+            for row in data[r0 * filters..r1 * filters].chunks_exact(filters) {
+                acc.iter_mut().zip(row).for_each(|(a, &v)| *a = *a + v);
+            }
         }
     });
     let (first, rest) = sums.split_at_mut(filters);
