@@ -12,12 +12,14 @@ use crate::geometry::Geometry;
 use crate::kernel::{for_each_item, Element, SharedOut};
 use std::array;
 
-/// Output steps per tile call: the rows of `x` and `dy` a chunk sweeps stay in L1.
+/// Output steps per tile call: one block of `dy` over a chunk (`STEP_CHUNK * NR`) stays in L1.
 const STEP_CHUNK: usize = 128;
-/// Row tiles per work item when `x` is packed (bounds the packing buffer).
-const MAX_ITEM_TILES: usize = 32;
-/// Filter blocks per work item, at most (bounds the packing buffer of `dy`).
-const MAX_ITEM_BLOCKS: usize = 8;
+/// Row tiles per work item when `x` is packed: every item reads (and packs) `dy` once, so
+/// items are large; their packed panels still fit in L2. Bounds the packing buffer.
+const MAX_ITEM_TILES: usize = 64;
+/// Filter blocks per work item, at most: every item reads (and packs) its rows of `x` once.
+/// Bounds the packing buffer of `dy`.
+const MAX_ITEM_BLOCKS: usize = 32;
 /// Elements of the largest window of `x` a worker copies for chunks that read padding.
 const MAX_WINDOW: usize = 1 << 18;
 
