@@ -20,6 +20,7 @@ import math
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from datetime import datetime, timezone
@@ -296,7 +297,35 @@ def write_markdown(run: dict, path: Path) -> None:
         lines.append("")
     lines.append("![speedup vs best competitor, and GFLOP/s vs the measured FMA peak](speedup.png)")
     lines.append("")
+    lines.append("## Peak extra memory per call")
+    lines.append("")
+    if run.get("memory_table"):
+        lines.append(
+            "The most heap a conv1d_rs forward call holds at once besides its input, its output and the "
+            "packed kernel (input tiles, FFT blocks, bias blocks), counted by a wrapping allocator in "
+            "`cargo run --release --example memory` on the same machine and threads, after a warm-up call:"
+        )
+        lines.append("")
+        lines.append(run["memory_table"].strip())
+    else:
+        lines.append("Not measured in this run (`cargo run --release --example memory` did not run).")
+    lines.append("")
     path.write_text("\n".join(lines))
+
+
+def memory_table() -> str | None:
+    """The table of `examples/memory.rs`, or None when cargo is missing or the build fails."""
+    try:
+        done = subprocess.run(
+            ["cargo", "run", "--release", "--quiet", "--example", "memory"],
+            cwd=C.HERE.parent,
+            capture_output=True,
+            text=True,
+            timeout=1200,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout if done.returncode == 0 and done.stdout.startswith("|") else None
 
 
 def write_plot(run: dict, path: Path) -> bool:
@@ -454,6 +483,9 @@ def main(argv=None) -> int:
     print(f"FMA peak at end: {run['peak_end']:.0f} GFLOP/s, load {run['load_end']}", flush=True)
     run["versions"] = C.versions()
     run["cases"] = results
+    if not args.cases:
+        print("measuring peak extra memory (cargo run --example memory)", flush=True)
+        run["memory_table"] = memory_table()
 
     args.out.mkdir(parents=True, exist_ok=True)
     write_markdown(run, args.out / "report.md")

@@ -28,6 +28,7 @@ mod conv;
 mod error;
 mod geometry;
 pub mod kernel;
+pub mod memory;
 mod params;
 mod reference;
 mod shape;

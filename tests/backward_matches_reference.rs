@@ -262,15 +262,15 @@ fn empty_batch_and_empty_input_give_zero_gradients() {
     let dy = Array3::<f64>::zeros((0, 5, 5));
     let g = conv1d_backward(x.view(), kernel.view(), dy.view(), &Conv1dParams::new(), true).unwrap();
     assert_eq!(g.dx.dim(), (0, 7, 2));
-    assert_eq!(g.dkernel, Array3::zeros((3, 2, 5)));
-    assert_eq!(g.dbias.unwrap(), Array1::zeros(5));
+    assert_eq!(g.dkernel, Array3::<f64>::zeros((3, 2, 5)));
+    assert_eq!(g.dbias.unwrap(), Array1::<f64>::zeros(5));
     // No steps: 'same' gives no output steps.
     let params = Conv1dParams::new().padding(Padding::Same).data_format(DataFormat::ChannelsFirst);
     let x = Array3::<f64>::zeros((2, 2, 0));
     let dy = Array3::<f64>::zeros((2, 5, 0));
     let g = conv1d_backward(x.view(), kernel.view(), dy.view(), &params, false).unwrap();
     assert_eq!(g.dx.dim(), (2, 2, 0));
-    assert_eq!(g.dkernel, Array3::zeros((3, 2, 5)));
+    assert_eq!(g.dkernel, Array3::<f64>::zeros((3, 2, 5)));
     assert!(g.dbias.is_none());
     let r = conv1d_backward_reference(x.view(), kernel.view(), dy.view(), &params, false).unwrap();
     assert_eq!(g, r);

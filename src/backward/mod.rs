@@ -246,7 +246,7 @@ fn bias_gradient<T: Element>(dy: ArrayView3<T>, parallel: bool) -> Result<Array1
     // Contiguous rows (a copy only for a channels-first dy), so each row sums as one slice.
     let dy = dy.as_standard_layout();
     let data = dy.as_slice().unwrap_or_default();
-    let rows = if filters == 0 { 0 } else { data.len() / filters };
+    let rows = data.len().checked_div(filters).unwrap_or(0);
     let parts = (rows / BIAS_PART_ROWS).clamp(1, 16);
     let part_len = rows.div_ceil(parts);
     let mut sums = try_zeroed::<T>(parts * filters)?;
