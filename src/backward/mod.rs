@@ -146,39 +146,43 @@ pub fn conv1d_backward_with<T: Element>(
     let forward_dx = if dx_by_forward { Some(forward::input_gradient(&geo, dy, kernel, options)?) } else { None };
     let x = channels_last(x, geo.data_format);
     let dy = channels_last(dy, geo.data_format);
-    let dbias = if use_bias { Some(bias_gradient(dy, options.parallel)?) } else { None };
     let mut dx = match forward_dx {
         Some(dx) => dx,
         None => try_zeroed::<T>(x.len())?,
     };
     let mut dkernel = try_zeroed::<T>(kernel.len())?;
-    if geo.batch > 0 && geo.out_steps > 0 && geo.in_channels > 0 {
-        let parallel = options.parallel && geo.macs() >= PARALLEL_MIN_MACS;
-        // Supervised, so that a cancelled call or a worker without scratch stops early and
-        // reports it, instead of returning partial gradients.
-        let mut outcome = Ok(());
-        crate::kernel::supervised(|| {
-            outcome = (|| {
-                // Both gradients read x and dy as contiguous channels-last rows.
-                let dy = Rows::new(dy, parallel)?;
+    let mut dbias = None;
+    let parallel = options.parallel && geo.macs() >= PARALLEL_MIN_MACS;
+    // Supervised, so that a cancelled call or a worker without scratch stops early and
+    // reports it, instead of returning partial gradients.
+    let mut outcome = Ok(());
+    crate::kernel::supervised(|| {
+        outcome = (|| {
+            // Every gradient reads dy (and x) as contiguous channels-last rows.
+            let dy = Rows::new(dy, parallel)?;
+            if use_bias {
+                dbias = Some(bias_gradient(&dy, options.parallel)?);
+            }
+            if geo.batch > 0 && geo.out_steps > 0 && geo.in_channels > 0 {
                 let x = Rows::new(x, parallel)?;
                 let fused = use_avx2(options.simd);
                 if depthwise {
                     if !dx_by_forward {
                         depthwise::input_gradient(&geo, &dy, kernel, fused, parallel, &mut dx)?;
                     }
-                    depthwise::kernel_gradient(&geo, &x, &dy, fused, parallel, &mut dkernel)
+                    depthwise::kernel_gradient(&geo, &x, &dy, fused, parallel, &mut dkernel)?;
                 } else {
                     let tk = tile_kernel::<T>(options.simd);
                     if !dx_by_forward {
                         input::input_gradient(&geo, &dy, kernel, tk, fused, parallel, &mut dx)?;
                     }
-                    weights::kernel_gradient(&geo, &x, &dy, tk, parallel, &mut dkernel)
+                    weights::kernel_gradient(&geo, &x, &dy, tk, parallel, &mut dkernel)?;
                 }
-            })();
-        })?;
-        outcome?;
-    }
+            }
+            Ok(())
+        })();
+    })?;
+    outcome?;
     let (p, q, r) = x.dim();
     let dx_shape = match geo.data_format {
         DataFormat::ChannelsLast => (p, q, r),
@@ -191,8 +195,8 @@ pub fn conv1d_backward_with<T: Element>(
     })
 }
 
-/// Threads a parallel loop may use. Work is split by this count for balance only: every
-/// output element is summed by one work item, in an order fixed by the shapes.
+/// Threads a parallel loop may use. Work is split by this count for balance only: how each
+/// sum is cut and ordered depends on the shapes alone.
 fn workers(parallel: bool) -> usize {
     if parallel { crate::kernel::pool_threads() } else { 1 }
 }
@@ -241,11 +245,8 @@ const BIAS_PART_ROWS: usize = 4096;
 
 /// `dbias[o] = sum_{n,t} dy[n, t, o]`. The rows, in `(n, t)` order, are cut into parts fixed
 /// by the shape; each part is summed in order (in parallel), then the parts are added in order.
-fn bias_gradient<T: Element>(dy: ArrayView3<T>, parallel: bool) -> Result<Array1<T>> {
-    let filters = dy.dim().2;
-    // Contiguous rows (a copy only for a channels-first dy), so each row sums as one slice.
-    let dy = dy.as_standard_layout();
-    let data = dy.as_slice().unwrap_or_default();
+fn bias_gradient<T: Element>(dy: &Rows<'_, T>, parallel: bool) -> Result<Array1<T>> {
+    let (data, filters) = (&dy.data[..], dy.width);
     let rows = data.len().checked_div(filters).unwrap_or(0);
     let parts = (rows / BIAS_PART_ROWS).clamp(1, 16);
     let part_len = rows.div_ceil(parts);

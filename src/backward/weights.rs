@@ -44,9 +44,9 @@ struct Plan {
     tile_chunks: usize,
     blocks_per_item: usize,
     block_chunks: usize,
-    /// Copy each chunk of steps of `x` as `[step][row]`, one memcpy per run of channels: pays
-    /// when rows of `x` are wide, so that a tile walking down its few columns would touch a new
-    /// cache line at every step, and when many filter blocks reuse the copy.
+    /// Copy each chunk of steps of `x` as panels `[tile][step][MR]`: pays when rows of `x` are
+    /// wide, so that a tile walking down its few columns would touch a new cache line at every
+    /// step, and when many filter blocks reuse the copy.
     pack_x: bool,
     /// Copy `dy` as `[block][step][NR]`: pays when its rows are wide and many tiles reuse it;
     /// needed when the last block of a group is partial (a direct read would run past `dy`).
@@ -177,24 +177,39 @@ pub(super) fn kernel_gradient<T: Element>(
             let t_end = (p1 - n * geo.out_steps).min(geo.out_steps);
             (t_begin..t_end).step_by(STEP_CHUNK).map(move |t0| (n, t0, STEP_CHUNK.min(t_end - t0)))
         });
+        // Where each tile's rows read, from the base of the chunk's A: rows past the last
+        // (tap, channel) repeat row 0's read and land in `spare`.
+        let tile_offsets: Vec<[isize; MAX_MR]> = item_rows
+            .chunks(mr)
+            .enumerate()
+            .map(|(ti, tile_rows)| {
+                if plan.pack_x {
+                    array::from_fn(|r| (ti * STEP_CHUNK * mr + r.min(mr - 1)) as isize)
+                } else {
+                    let first = tile_rows[0].map_or(0, |(at, _)| at);
+                    array::from_fn(|r| tile_rows.get(r).copied().flatten().map_or(first, |(at, _)| at) as isize)
+                }
+            })
+            .collect();
         for (n, t0, count) in chunks {
-            {
-                // Input step of row (j = 0, c = 0) at output step t0.
-                let base = (t0 * s) as isize - pad;
-                if plan.pack_dy {
-                    for (bi, fb) in item_blocks.clone().enumerate() {
-                        let cols = nr.min(fg - fb * nr);
-                        for v in 0..count {
-                            let from = &dy.data[dy.offset(n, t0 + v) + g * fg + fb * nr..][..cols];
-                            let to = &mut packed_dy[(bi * STEP_CHUNK + v) * nr..][..nr];
-                            copy_small(&mut to[..cols], from);
-                            to[cols..].fill(T::zero());
-                        }
+            // Input step of row (j = 0, c = 0) at output step t0.
+            let base = (t0 * s) as isize - pad;
+            if plan.pack_dy {
+                for (bi, fb) in item_blocks.clone().enumerate() {
+                    let cols = nr.min(fg - fb * nr);
+                    for v in 0..count {
+                        let from = &dy.data[dy.offset(n, t0 + v) + g * fg + fb * nr..][..cols];
+                        let to = &mut packed_dy[(bi * STEP_CHUNK + v) * nr..][..nr];
+                        copy_small(&mut to[..cols], from);
+                        to[cols..].fill(T::zero());
                     }
                 }
-                // Where tile rows read x: the array itself, or a copy in `x_buf`.
-                let (a, a_base, a_step): (*const T, isize, usize) = if plan.pack_x {
-                    let mut pack = |v: usize, &(j, c0, len, at): &(usize, usize, usize, usize)| {
+            }
+            // Where tile rows read x: the array itself, or a copy in `x_buf`.
+            let (a, a_base, a_step): (*const T, isize, usize) = if plan.pack_x {
+                // Step by step: the reads run along rows of x.
+                for v in 0..count {
+                    for &(j, c0, len, at) in &pieces {
                         let step = base + (v * s + j * d) as isize;
                         let to = &mut x_buf[at + v * mr..][..len];
                         if step >= 0 && (step as usize) < geo.steps {
@@ -202,65 +217,43 @@ pub(super) fn kernel_gradient<T: Element>(
                         } else {
                             to.fill(T::zero());
                         }
-                    };
-                    // Step by step: the reads run along rows of x.
-                    for v in 0..count {
-                        for piece in &pieces {
-                            pack(v, piece);
-                        }
                     }
-                    (x_buf.as_ptr(), 0, mr)
+                }
+                (x_buf.as_ptr(), 0, mr)
+            } else {
+                let lo = base + (tap_lo * d) as isize;
+                let hi = base + ((count - 1) * s + tap_hi * d) as isize + 1;
+                if lo >= 0 && hi <= geo.steps as isize {
+                    (x.data.as_ptr(), x.offset(n, 0) as isize + base * channels as isize, s * channels)
                 } else {
-                    let lo = base + (tap_lo * d) as isize;
-                    let hi = base + ((count - 1) * s + tap_hi * d) as isize + 1;
-                    if lo >= 0 && hi <= geo.steps as isize {
-                        (x.data.as_ptr(), x.offset(n, 0) as isize + base * channels as isize, s * channels)
-                    } else {
-                        // The chunk reads padding: copy its window of x with zeros around.
-                        x.window(n, lo, hi, 0..channels, x_buf);
-                        (x_buf.as_ptr(), (base - lo) * channels as isize, s * channels)
-                    }
+                    // The chunk reads padding: copy its window of x with zeros around.
+                    x.window(n, lo, hi, 0..channels, x_buf);
+                    (x_buf.as_ptr(), (base - lo) * channels as isize, s * channels)
+                }
+            };
+            // One block of dy stays in L1 while the row tiles stream past it.
+            for (bi, fb) in item_blocks.clone().enumerate() {
+                let (b, b_off, b_step) = if plan.pack_dy {
+                    (packed_dy.as_ptr(), bi * STEP_CHUNK * nr, nr)
+                } else {
+                    (dy.data.as_ptr(), dy.offset(n, t0) + g * fg + fb * nr, geo.filters)
                 };
-                let tile_offsets = |ti: usize, tile_rows: &[Option<(usize, usize)>]| -> [isize; MAX_MR] {
-                    // Rows past the last (tap, channel) repeat row 0's read and land in `spare`.
-                    if plan.pack_x {
-                        array::from_fn(|r| (ti * STEP_CHUNK * mr + r.min(mr - 1)) as isize)
-                    } else {
-                        let first = tile_rows[0].map_or(0, |(at, _)| at);
-                        array::from_fn(|r| tile_rows.get(r).copied().flatten().map_or(first, |(at, _)| at) as isize)
-                    }
-                };
-                let block_source = |bi: usize, fb: usize| {
-                    if plan.pack_dy {
-                        (packed_dy.as_ptr(), bi * STEP_CHUNK * nr, nr)
-                    } else {
-                        (dy.data.as_ptr(), dy.offset(n, t0) + g * fg + fb * nr, geo.filters)
-                    }
-                };
-                let run = |ti: usize, tile_rows: &[Option<(usize, usize)>], bi: usize, fb: usize| {
-                    let offsets = tile_offsets(ti, tile_rows);
-                    let (b, b_off, b_step) = block_source(bi, fb);
-                    let segment = [(a_base, b_off as isize)];
-                    let walk = Walk { segments: &segment, inner: count, a_step: a_step as isize, b_step: b_step as isize };
+                let segment = [(a_base, b_off as isize)];
+                let walk = Walk { segments: &segment, inner: count, a_step: a_step as isize, b_step: b_step as isize };
+                for (tile_rows, offsets) in item_rows.chunks(mr).zip(&tile_offsets) {
                     let c_rows: [*mut T; MAX_MR] = array::from_fn(|r| match tile_rows.get(r).copied().flatten() {
                         Some((_, at)) => sums_ptr.get().wrapping_add(at + fb * nr),
                         None => spare,
                     });
-                    // SAFETY: A reads `count` steps of this tile's rows: packed in `x_buf`
-                    // (tile panels of STEP_CHUNK * mr), or x at steps lo..hi of batch item n, checked
-                    // above to lie inside x or else copied into `x_buf` (sized for the
-                    // longest window). B reads `count` rows of NR: packed in this worker's
-                    // scratch, or dy rows t0.. of batch item n at filters g*fg + fb*nr + NR
-                    // <= filters (the group's blocks are full when dy is not packed).
-                    // Writes: rows of `sums` of this item's tiles and block (disjoint
-                    // between items), or `spare` (MAX_NR >= nr).
-                    unsafe { (tk.run)(&walk, a, &offsets, b, &c_rows) };
-                };
-                // One block of dy stays in L1 while the row tiles stream past it.
-                for (bi, fb) in item_blocks.clone().enumerate() {
-                    for (ti, tile_rows) in item_rows.chunks(mr).enumerate() {
-                        run(ti, tile_rows, bi, fb);
-                    }
+                    // SAFETY: A reads `count` steps of this tile's rows: its panel in `x_buf`
+                    // (STEP_CHUNK * mr per tile), or x at steps lo..hi of batch item n, checked
+                    // above to lie inside x or else copied into `x_buf` (sized for the longest
+                    // window). B reads `count` rows of NR: packed in this worker's scratch, or
+                    // dy rows t0.. of batch item n at filters g*fg + fb*nr + NR <= filters (the
+                    // group's blocks are full when dy is not packed). Writes: rows of `sums`
+                    // of this item's tiles and block (disjoint between items), or `spare`
+                    // (MAX_NR >= nr).
+                    unsafe { (tk.run)(&walk, a, offsets, b, &c_rows) };
                 }
             }
         }
