@@ -367,20 +367,7 @@ class Conv1D:
 
     def __call__(self, inputs: Any) -> np.ndarray:
         """Convolves, adds the bias, applies the activation; builds on the first call."""
-        x = self._input_array(inputs)
-        if not self.built:
-            self.build(x.shape)
-        if x.ndim != 3:
-            self.compute_output_shape(x.shape)
-        channels = x.shape[self._channel_axis]
-        if channels != self._input_channels:
-            raise ValueError(
-                f"Input 0 of layer '{self.name}' is incompatible with the layer: expected axis "
-                f"{self._channel_axis} of input shape to have value {self._input_channels}, but received input "
-                f"with shape {x.shape}. Expected {self._input_channels} channels, received {channels}."
-            )
-        self.compute_output_shape(x.shape)
-        pre_activation = self._convolve(as_float_array(x, self.dtype_policy.kernel_dtype, "inputs"))
+        pre_activation = self._convolve(self._checked_input(inputs))
         y = self.activation(pre_activation)
         y = np.asarray(y).astype(self.dtype_policy.compute_dtype, copy=False)
         if self.activity_regularizer is not None:
@@ -412,13 +399,14 @@ class Conv1D:
             losses.append(float(self.bias_regularizer(self._bias)))
         return losses
 
-    # ------------------------------------------------------------------ training
-    def _training_input(self, inputs: Any) -> np.ndarray:
-        """`inputs` checked as a call checks them (building the layer if needed), in the core's dtype."""
+    def _checked_input(self, inputs: Any) -> np.ndarray:
+        """`inputs` checked as Keras checks a call's (building the layer if needed): rank, then
+        channels, then length; in the core's dtype."""
         x = self._input_array(inputs)
         if not self.built:
             self.build(x.shape)
-        self.compute_output_shape(x.shape)
+        if x.ndim != 3:
+            self.compute_output_shape(x.shape)
         channels = x.shape[self._channel_axis]
         if channels != self._input_channels:
             raise ValueError(
@@ -426,8 +414,10 @@ class Conv1D:
                 f"{self._channel_axis} of input shape to have value {self._input_channels}, but received input "
                 f"with shape {x.shape}. Expected {self._input_channels} channels, received {channels}."
             )
+        self.compute_output_shape(x.shape)
         return as_float_array(x, self.dtype_policy.kernel_dtype, "inputs")
 
+    # ------------------------------------------------------------------ training
     def vjp(
         self, inputs: Any, dy: Any, include_activity: bool = False
     ) -> tuple[np.ndarray, dict[str, Optional[np.ndarray]]]:
@@ -444,7 +434,7 @@ class Conv1D:
         # The package imports this module, so the backward is looked up when first needed.
         from . import conv1d_backward
 
-        x = self._training_input(inputs)
+        x = self._checked_input(inputs)
         kernel_dtype = self.dtype_policy.kernel_dtype
         pre_activation = self._convolve(x)
         upstream = as_float_array(dy, kernel_dtype, "dy")
@@ -458,7 +448,7 @@ class Conv1D:
             y = np.asarray(self.activation(pre_activation)).astype(self.dtype_policy.compute_dtype, copy=False)
             upstream = upstream + self.activity_gradient(y).astype(kernel_dtype, copy=False)
         d_pre = activations.activation_vjp(self.activation, pre_activation, upstream, axis=-1)
-        assert self._kernel is not None  # built by _training_input
+        assert self._kernel is not None  # built by _checked_input
         dx, d_kernel, d_bias = conv1d_backward(
             x,
             self._kernel.astype(kernel_dtype, copy=False),
