@@ -8,6 +8,7 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
+import pytest
 
 REFERENCE_DIR = pathlib.Path(__file__).parent / "data" / "keras_reference"
 
@@ -21,6 +22,18 @@ def reference_cases() -> list[dict[str, Any]]:
 def reference_arrays() -> dict[str, np.ndarray]:
     with np.load(REFERENCE_DIR / "cases.npz") as data:
         return {key: data[key] for key in data.files}
+
+
+@pytest.fixture(autouse=True)
+def _keras_default_backend(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests start from Keras's default backend whatever the shell set: float64 gelu
+    follows KERAS_BACKEND, as Keras's does."""
+    monkeypatch.delenv("KERAS_BACKEND", raising=False)
+
+
+def as_computed(case: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Selects the Keras backend that computed `case`."""
+    monkeypatch.setenv("KERAS_BACKEND", case["backend"])
 
 
 def case_arrays(case_id: str) -> dict[str, np.ndarray]:

@@ -57,7 +57,8 @@ SCALAR_ORACLES: dict[str, Callable[[float], float]] = {
     "celu": lambda v: v if v > 0 else math.expm1(v),
     "elu": lambda v: v if v > 0 else math.expm1(v),
     "exponential": math.exp,
-    "gelu": lambda v: 0.5 * v * math.erfc(-v / math.sqrt(2.0)),
+    # Keras's default (TensorFlow) backend rounds 1/sqrt(2) to float32, in float64 too.
+    "gelu": lambda v: 0.5 * v * math.erfc(-v * float(np.float32(1 / math.sqrt(2.0)))),
     "hard_shrink": lambda v: v if abs(v) > 0.5 else 0.0,
     "hard_sigmoid": _hard_sigmoid,
     "hard_silu": lambda v: v * _hard_sigmoid(v),
@@ -248,6 +249,21 @@ def test_keyword_parameters_like_keras() -> None:
     tanh_form = 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))
     np.testing.assert_allclose(activations.gelu(x, approximate=True), tanh_form)
     np.testing.assert_array_equal(activations.threshold(x, 0.0, -9.0), [-9.0, -9.0, 0.3, 2.0])
+
+
+@pytest.mark.parametrize("backend", ["jax", "torch", "numpy"])
+def test_float64_gelu_follows_the_keras_backend(backend: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    x = _grid()
+    scale_of = {"exact": 1 / math.sqrt(2.0), "float32": float(np.float32(1 / math.sqrt(2.0)))}
+    expected = {k: np.vectorize(lambda v, s=s: 0.5 * v * math.erfc(-v * s))(x) for k, s in scale_of.items()}
+    assert not np.allclose(expected["exact"], expected["float32"], rtol=1e-12, atol=0)
+    np.testing.assert_allclose(activations.gelu(x), expected["float32"], rtol=1e-12, atol=0)
+    monkeypatch.setenv("KERAS_BACKEND", backend)
+    np.testing.assert_allclose(activations.gelu(x), expected["exact"], rtol=1e-12, atol=0)
+    # float32 rounds the constant to float32 on every backend.
+    x32 = x.astype(np.float32)
+    expected32 = np.vectorize(lambda v: 0.5 * v * math.erfc(-v * scale_of["float32"]))(x32.astype(np.float64))
+    np.testing.assert_array_equal(activations.gelu(x32), expected32.astype(np.float32))
 
 
 def test_threshold_needs_its_arguments() -> None:
@@ -512,11 +528,12 @@ def _kernel_grad(taps: list[np.ndarray], dpre: np.ndarray, kernel: np.ndarray, g
     return grad
 
 
-def test_activations_and_gradients_match_keras_outputs() -> None:
+def test_activations_and_gradients_match_keras_outputs(monkeypatch: pytest.MonkeyPatch) -> None:
     arrays = np.load(REFERENCE / "cases.npz")
     seen: set[Any] = set()
     for case in _forward_cases():
         cfg, cid = case["config"], case["id"]
+        monkeypatch.setenv("KERAS_BACKEND", case["backend"])
         channels_first = cfg["data_format"] == "channels_first"
         x = arrays[f"{cid}/x"].astype(np.float64)
         kernel = arrays[f"{cid}/kernel"].astype(np.float64)

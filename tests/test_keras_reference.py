@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import conv1d_rs
-from conftest import assert_close_keras, case_arrays, error_cases, forward_cases, tolerance
+from conftest import as_computed, assert_close_keras, case_arrays, error_cases, forward_cases, tolerance
 
 FORWARD = forward_cases()
 ERRORS = error_cases()
@@ -44,7 +44,8 @@ def json_normal(value: Any) -> Any:
 
 
 @pytest.mark.parametrize("case", FORWARD, ids=[c["id"] for c in FORWARD])
-def test_forward_output_equals_keras(case: dict[str, Any]) -> None:
+def test_forward_output_equals_keras(case: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    as_computed(case, monkeypatch)
     arrays = case_arrays(case["id"])
     layer = loaded_layer(case, make_layer(case))
     y = layer(arrays["x"])
@@ -64,7 +65,8 @@ def test_losses_equal_keras(case: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize("case", FORWARD, ids=[c["id"] for c in FORWARD])
-def test_config_matches_keras_and_round_trips(case: dict[str, Any]) -> None:
+def test_config_matches_keras_and_round_trips(case: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    as_computed(case, monkeypatch)
     expected = json_normal(case["config"])
     ours = json_normal(make_layer(case).get_config())
     assert {k: v for k, v in ours.items() if k != "name"} == {k: v for k, v in expected.items() if k != "name"}
@@ -123,7 +125,8 @@ def kernel_paths(case: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 @pytest.mark.parametrize("case", FORWARD, ids=[c["id"] for c in FORWARD])
-def test_every_kernel_path_equals_keras(case: dict[str, Any]) -> None:
+def test_every_kernel_path_equals_keras(case: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    as_computed(case, monkeypatch)
     arrays = case_arrays(case["id"])
     layer = loaded_layer(case, make_layer(case))
     for path in kernel_paths(case):

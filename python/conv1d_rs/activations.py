@@ -24,11 +24,17 @@ Gradient conventions at kinks (`activation_vjp`) follow JAX autodiff of the
 TF differs only at isolated points: ``leaky_relu'(0) = 0.2``,
 ``celu'(0) = 2``, ``sparse_sigmoid'(±1) = 0`` and full gradient at
 sparsemax ties.
+
+Exact ``gelu`` scales by 1/√2 as Keras's backend does: TensorFlow, Keras's
+default, casts the Python constant through float32, so float64 gelu sees
+``float32(1/√2)``; JAX, torch and NumPy keep it in float64. Like Keras, the
+backend is read from the ``KERAS_BACKEND`` environment variable.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 import types
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -81,7 +87,8 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 _SELU_ALPHA = 1.6732632423543772848170429916717
 _SELU_SCALE = 1.0507009873554804934193349852946
 _SQRT_HALF = 0.7071067811865476
-_INV_SQRT_2PI = 0.3989422804014327
+_SQRT_HALF_F32 = float(np.float32(_SQRT_HALF))
+_INV_SQRT_PI = 0.5641895835477563
 _SQRT_2_OVER_PI = 0.7978845608028654
 
 
@@ -376,7 +383,14 @@ def gelu(x: Array, approximate: bool = False) -> Array:
         inner = _SQRT_2_OVER_PI * (x + 0.044715 * x**3)
         return 0.5 * x * (1.0 + np.tanh(inner))
     x64 = x.astype(np.float64)
-    return (0.5 * x64 * _erfc(-x64 * _SQRT_HALF)).astype(x.dtype)
+    return (0.5 * x64 * _erfc(-x64 * _gelu_scale(x.dtype))).astype(x.dtype)
+
+
+def _gelu_scale(dtype: np.dtype) -> float:
+    """The 1/√2 of exact gelu in `dtype`, as the Keras backend rounds it (module docstring)."""
+    if dtype == np.float64 and os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow":
+        return _SQRT_HALF
+    return _SQRT_HALF_F32
 
 
 @_quiet
@@ -660,8 +674,10 @@ def _d_mish(x: Array) -> Array:
 
 def _d_gelu(x: Array) -> Array:
     x64 = x.astype(np.float64)
-    cdf = 0.5 * _erfc(-x64 * _SQRT_HALF)
-    pdf = _INV_SQRT_2PI * np.exp(-0.5 * x64 * x64)
+    scale = _gelu_scale(x.dtype)
+    cdf = 0.5 * _erfc(-x64 * scale)
+    # d/dx erfc(-x * scale) / 2, with the same rounded scale that Keras differentiates.
+    pdf = _INV_SQRT_PI * scale * np.exp(-np.square(x64 * scale))
     return (cdf + x64 * pdf).astype(x.dtype)
 
 
