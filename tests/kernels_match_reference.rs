@@ -86,6 +86,29 @@ fn large_gemm_matches_reference_bitwise_across_thread_settings() {
 }
 
 #[test]
+fn groups_taken_several_at_a_time_match_reference_with_a_short_last_run() {
+    // Per-group weights near the panel-major bound, so a work item takes a run of groups
+    // (5 of f32's 24 KiB panels, 5 of f64's) and 7 groups leave a shorter last run.
+    for (cg, fg, k) in [(96usize, 32usize, 2usize), (64, 16, 3)] {
+        for format in [DataFormat::ChannelsLast, DataFormat::ChannelsFirst] {
+            let c = Case {
+                batch: 2,
+                steps: 40,
+                groups: 7,
+                in_per_group: cg,
+                filters_per_group: fg,
+                kernel_size: k,
+                params: Conv1dParams::new().groups(7).padding(Padding::Same).data_format(format),
+                use_bias: true,
+                seed: 13,
+            };
+            check::<f32>(&c, |v| v as f32).unwrap();
+            check::<f64>(&c, |v| v).unwrap();
+        }
+    }
+}
+
+#[test]
 fn taps_too_far_apart_for_a_contiguous_tile_use_per_row_packing() {
     // span = 300_000 * 2 + 1 steps: a contiguous tile would exceed the per-worker bound.
     for (groups, cg, fg) in [(1usize, 4usize, 3usize), (4, 1, 1)] {

@@ -66,6 +66,8 @@ impl<T: Element> PackedWeights<T> {
 
 /// Largest weights of one group for which output panels are finished across all filters.
 const PANEL_MAJOR_MAX_BYTES: usize = 24 * 1024;
+/// Most weights of the groups one work item computes together (they stay in L2).
+const GROUP_CHUNK_MAX_BYTES: usize = 128 * 1024;
 
 /// Output size from which memory-bound results bypass the caches.
 const STREAM_MIN_BYTES: usize = 8 << 20;
@@ -100,9 +102,23 @@ pub fn run<T: Element>(
             }
         }
     }
-    let layout = TileLayout::choose(geo, mr, cg, std::mem::size_of::<T>());
+    // Which loop is outer: with every filter block's weights small enough to stay in L1, a
+    // panel of output steps is finished across all filters before the next (output written
+    // row by row, the input panel read once); otherwise one filter block's weights stay in
+    // L2 while the panels stream past.
+    let group_weight_bytes = blocks * weights.depth() * nr * std::mem::size_of::<T>();
+    let panel_major = group_weight_bytes <= PANEL_MAJOR_MAX_BYTES;
+    // Small groups are taken several at a time, so that a work item reads whole input rows
+    // and writes whole output rows, in order, instead of a few cache lines per row.
+    let chunk = if panel_major {
+        (GROUP_CHUNK_MAX_BYTES / group_weight_bytes.max(1)).clamp(1, geo.groups)
+    } else {
+        1
+    };
+    let chunks = geo.groups.div_ceil(chunk);
+    let layout = TileLayout::choose(geo, mr, chunk * cg, std::mem::size_of::<T>());
     let tiles = geo.out_steps.div_ceil(layout.steps);
-    let items = geo.batch * geo.groups * tiles;
+    let items = geo.batch * chunks * tiles;
     let out_ptr = SharedOut(out.as_mut_ptr().cast::<T>());
     let parallel = parallel && geo.macs() >= super::PARALLEL_MIN_MACS;
     // Outputs far larger than the caches, with little work per element, are bound by memory
@@ -112,23 +128,21 @@ pub fn run<T: Element>(
         && cg * geo.kernel_size <= STREAM_MAX_DEPTH
         && (geo.filters * std::mem::size_of::<T>()) % 16 == 0;
 
-    // Which loop is outer: with every filter block's weights small enough to stay in L1, a
-    // panel of output steps is finished across all filters before the next (output written
-    // row by row, the input panel read once); otherwise one filter block's weights stay in
-    // L2 while the panels stream past.
-    let panel_major = blocks * weights.depth() * nr * std::mem::size_of::<T>() <= PANEL_MAJOR_MAX_BYTES;
-
-    for_each_item::<T, _>(items, layout.rows * cg, parallel, |item, packed| {
+    for_each_item::<T, _>(items, layout.rows * chunk * cg, parallel, |item, packed| {
         let tile = item % tiles;
-        let g = (item / tiles) % geo.groups;
-        let n = item / (tiles * geo.groups);
+        let g0 = (item / tiles) % chunks * chunk;
+        let n = item / (tiles * chunks);
+        let groups_here = chunk.min(geo.groups - g0);
         let t_begin = tile * layout.steps;
         let t_end = (t_begin + layout.steps).min(geo.out_steps);
         let mut scratch_tile = [T::zero(); MAX_TILE];
         let mut source: Option<(usize, TileSource<T>)> = None;
         let panels = (t_end - t_begin).div_ceil(mr);
-        for step in 0..blocks * panels {
-            let (fb, panel) = if panel_major { (step % blocks, step / blocks) } else { (step / panels, step % panels) };
+        let per_panel = groups_here * blocks;
+        for step in 0..per_panel * panels {
+            let (block, panel) =
+                if panel_major { (step % per_panel, step / per_panel) } else { (step / panels, step % panels) };
+            let (g, fb) = (g0 + block / blocks, block % blocks);
             let t0 = t_begin + panel * mr;
             let cols = nr.min(fg - fb * nr);
             let o0 = g * fg + fb * nr;
@@ -140,7 +154,7 @@ pub fn run<T: Element>(
                 let tile = match source {
                     Some((s, tile)) if s == start => tile,
                     _ => {
-                        let tile = tile_source(geo, &layout, &x, n, g * cg, cg, start, packed);
+                        let tile = tile_source(geo, &layout, &x, n, g0 * cg, groups_here * cg, start, packed);
                         source = Some((start, tile));
                         tile
                     }
@@ -151,8 +165,9 @@ pub fn run<T: Element>(
                 // loop: the same values in the same order, with less loop overhead.
                 let (taps, channels) = if tap == cg { (1, geo.kernel_size * cg) } else { (geo.kernel_size, cg) };
                 let lhs = Lhs {
-                    // SAFETY: output row t0 - start of the tile starts inside it (TileLayout).
-                    ptr: unsafe { tile.ptr.add((t0 - start) * layout.row_step * tile.pitch) },
+                    // SAFETY: output row t0 - start of the tile starts inside it (TileLayout), and
+                    // the tile holds the channels of groups g0..g0 + groups_here.
+                    ptr: unsafe { tile.ptr.add((t0 - start) * layout.row_step * tile.pitch + (g - g0) * cg) },
                     row: layout.row_step * tile.pitch,
                     tap,
                     taps,
