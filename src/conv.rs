@@ -171,7 +171,7 @@ impl<T: Element> PreparedKernel<T> {
         let packed_len = match algorithm {
             Algorithm::Depthwise | Algorithm::Reference => Some(elements),
             _ => {
-                let nr = T::microkernel(options.simd).nr;
+                let nr = T::microkernel(options.simd, filters / groups).nr;
                 (filters / groups)
                     .div_ceil(nr)
                     .checked_mul(nr * groups)
@@ -200,7 +200,7 @@ impl<T: Element> PreparedKernel<T> {
             Algorithm::Depthwise => Packed::Depthwise(DepthwiseWeights::new(kernel)),
             Algorithm::Reference => Packed::Reference(kernel.to_owned()),
             _ => {
-                let mk = T::microkernel(options.simd);
+                let mk = T::microkernel(options.simd, filters / groups);
                 Packed::Gemm(PackedWeights::new(kernel, groups, mk.nr), mk)
             }
         };

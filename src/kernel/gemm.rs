@@ -57,11 +57,6 @@ impl<T: Element> PackedWeights<T> {
     fn depth(&self) -> usize {
         self.kernel_size * self.in_per_group
     }
-
-    fn panel(&self, group: usize, block: usize) -> &[T] {
-        let len = self.depth() * self.nr;
-        &self.data[(group * self.blocks_per_group() + block) * len..][..len]
-    }
 }
 
 /// Largest weights of one group for which output panels are finished across all filters.
@@ -116,6 +111,7 @@ pub fn run<T: Element>(
         1
     };
     let chunks = geo.groups.div_ceil(chunk);
+    let panel_len = weights.depth() * nr;
     let layout = TileLayout::choose(geo, mr, chunk * cg, std::mem::size_of::<T>());
     let tiles = geo.out_steps.div_ceil(layout.steps);
     let items = geo.batch * chunks * tiles;
@@ -138,65 +134,75 @@ pub fn run<T: Element>(
         let mut scratch_tile = [T::zero(); MAX_TILE];
         let mut source: Option<(usize, TileSource<T>)> = None;
         let panels = (t_end - t_begin).div_ceil(mr);
-        let per_panel = groups_here * blocks;
-        for step in 0..per_panel * panels {
-            let (block, panel) =
-                if panel_major { (step % per_panel, step / per_panel) } else { (step / panels, step % panels) };
-            let (g, fb) = (g0 + block / blocks, block % blocks);
+        let mut visit = |g: usize, fb: usize, panel: usize| {
             let t0 = t_begin + panel * mr;
             let cols = nr.min(fg - fb * nr);
             let o0 = g * fg + fb * nr;
-            let b = weights.panel(g, fb).as_ptr();
+            let b = weights.data[(g * blocks + fb) * panel_len..].as_ptr();
             let bias_ptr = bias_blocks[(g * blocks + fb) * nr..].as_ptr();
-            {
-                // im2col tiles hold MR rows only: repack when the rows change.
-                let start = if layout.im2col { t0 } else { t_begin };
-                let tile = match source {
-                    Some((s, tile)) if s == start => tile,
-                    _ => {
-                        let tile = tile_source(geo, &layout, &x, n, g0 * cg, groups_here * cg, start, packed);
-                        source = Some((start, tile));
-                        tile
+            // im2col tiles hold MR rows only: repack when the rows change.
+            let start = if layout.im2col { t0 } else { t_begin };
+            let tile = match source {
+                Some((s, tile)) if s == start => tile,
+                _ => {
+                    let tile = tile_source(geo, &layout, &x, n, g0 * cg, groups_here * cg, start, packed);
+                    source = Some((start, tile));
+                    tile
+                }
+            };
+            let tap = layout.tap_step * tile.pitch;
+            // When consecutive taps are adjacent in memory (dilation 1 over a tile of exactly
+            // the group's channels), one contiguous run of taps * channels replaces the tap
+            // loop: the same values in the same order, with less loop overhead.
+            let (taps, channels) = if tap == cg { (1, geo.kernel_size * cg) } else { (geo.kernel_size, cg) };
+            let lhs = Lhs {
+                // SAFETY: output row t0 - start of the tile starts inside it (TileLayout), and
+                // the tile holds the channels of groups g0..g0 + groups_here.
+                ptr: unsafe { tile.ptr.add((t0 - start) * layout.row_step * tile.pitch + (g - g0) * cg) },
+                row: layout.row_step * tile.pitch,
+                tap,
+                taps,
+                channels,
+            };
+            let rows = mr.min(geo.out_steps - t0);
+            if geo.data_format == DataFormat::ChannelsLast && rows == mr && cols == nr {
+                let offset = (n * geo.out_steps + t0) * geo.filters + o0;
+                // SAFETY: rows t0..t0+mr and filters o0..o0+nr of batch item n lie inside the
+                // output and belong to this work item alone (items split batch x group x steps);
+                // the packed tile covers every row the micro-kernel reads (see TileLayout).
+                let c = unsafe { out_ptr.get().add(offset) };
+                let run = if stream && (c as usize) % 16 == 0 { mk.run_stream } else { mk.run };
+                // SAFETY: as above; `run_stream` only with 16-byte aligned rows (ldc checked below).
+                unsafe { run(lhs, b, bias_ptr, c, geo.filters) };
+            } else {
+                // SAFETY: as above, into a stack tile of MAX_TILE >= mr * nr elements.
+                unsafe { (mk.run)(lhs, b, bias_ptr, scratch_tile.as_mut_ptr(), nr) };
+                for i in 0..rows {
+                    for jj in 0..cols {
+                        let (t, o) = (t0 + i, o0 + jj);
+                        let index = match geo.data_format {
+                            DataFormat::ChannelsLast => (n * geo.out_steps + t) * geo.filters + o,
+                            DataFormat::ChannelsFirst => (n * geo.filters + o) * geo.out_steps + t,
+                        };
+                        // SAFETY: index is inside the output and owned by this work item.
+                        unsafe { *out_ptr.get().add(index) = scratch_tile[i * nr + jj] };
                     }
-                };
-                let tap = layout.tap_step * tile.pitch;
-                // When consecutive taps are adjacent in memory (dilation 1 over a tile of exactly
-                // the group's channels), one contiguous run of taps * channels replaces the tap
-                // loop: the same values in the same order, with less loop overhead.
-                let (taps, channels) = if tap == cg { (1, geo.kernel_size * cg) } else { (geo.kernel_size, cg) };
-                let lhs = Lhs {
-                    // SAFETY: output row t0 - start of the tile starts inside it (TileLayout), and
-                    // the tile holds the channels of groups g0..g0 + groups_here.
-                    ptr: unsafe { tile.ptr.add((t0 - start) * layout.row_step * tile.pitch + (g - g0) * cg) },
-                    row: layout.row_step * tile.pitch,
-                    tap,
-                    taps,
-                    channels,
-                };
-                let rows = mr.min(geo.out_steps - t0);
-                if geo.data_format == DataFormat::ChannelsLast && rows == mr && cols == nr {
-                    let offset = (n * geo.out_steps + t0) * geo.filters + o0;
-                    // SAFETY: rows t0..t0+mr and filters o0..o0+nr of batch item n lie inside the
-                    // output and belong to this work item alone (items split batch x group x steps);
-                    // the packed tile covers every row the micro-kernel reads (see TileLayout).
-                    let c = unsafe { out_ptr.get().add(offset) };
-                    let run = if stream && (c as usize) % 16 == 0 { mk.run_stream } else { mk.run };
-                    // SAFETY: as above; `run_stream` only with 16-byte aligned rows (ldc checked below).
-                    unsafe { run(lhs, b, bias_ptr, c, geo.filters) };
-                } else {
-                    // SAFETY: as above, into a stack tile of MAX_TILE >= mr * nr elements.
-                    unsafe { (mk.run)(lhs, b, bias_ptr, scratch_tile.as_mut_ptr(), nr) };
-                    for i in 0..rows {
-                        for jj in 0..cols {
-                            let (t, o) = (t0 + i, o0 + jj);
-                            let index = match geo.data_format {
-                                DataFormat::ChannelsLast => (n * geo.out_steps + t) * geo.filters + o,
-                                DataFormat::ChannelsFirst => (n * geo.filters + o) * geo.out_steps + t,
-                            };
-                            // SAFETY: index is inside the output and owned by this work item.
-                            unsafe { *out_ptr.get().add(index) = scratch_tile[i * nr + jj] };
-                        }
+                }
+            }
+        };
+        // Divisions cost more than a short micro-kernel call: plain nested loops.
+        if panel_major {
+            for panel in 0..panels {
+                for g in g0..g0 + groups_here {
+                    for fb in 0..blocks {
+                        visit(g, fb, panel);
                     }
+                }
+            }
+        } else {
+            for fb in 0..blocks {
+                for panel in 0..panels {
+                    visit(g0, fb, panel);
                 }
             }
         }

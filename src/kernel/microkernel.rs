@@ -33,6 +33,9 @@ pub struct Lhs<T> {
 
 /// Largest `MR * NR` of any kernel, for stack tiles.
 pub const MAX_TILE: usize = 6 * 16;
+/// Rows of the narrow (one-register) tiles.
+pub const NARROW_MR: usize = 12;
+const _: () = assert!(NARROW_MR * 8 <= MAX_TILE);
 
 /// Portable kernel: fixed-size arrays the compiler keeps in registers and vectorises.
 ///
@@ -126,6 +129,56 @@ pub mod avx2 {
             }
         };
     }
+
+    macro_rules! kernel_narrow {
+        ($name:ident, $t:ty, $width:expr, $zero:ident, $load:ident, $broadcast:ident, $fma:ident, $add:ident,
+         $store:ident, $stream:ident, $cast_low:ident, $high:ident, $half:expr) => {
+            /// A `NARROW_MR`-step x one-register tile, for groups of at most one register of filters,
+            /// which a two-register tile would fill only half.
+            ///
+            /// # Safety
+            /// As [`super::MicroKernel::run`] with `mr = NARROW_MR`, `nr = width`; the CPU has AVX2 and FMA.
+            #[target_feature(enable = "avx2,fma")]
+            pub unsafe fn $name<const STREAM: bool>(a: Lhs<$t>, b: *const $t, bias: *const $t, c: *mut $t, ldc: usize) {
+                let mut acc = [$zero(); super::NARROW_MR];
+                let mut b = b;
+                for j in 0..a.taps {
+                    // SAFETY: rows 0..NARROW_MR of tap j are readable for `channels` values (caller's contract).
+                    let rows: [*const $t; super::NARROW_MR] = std::array::from_fn(|i| unsafe { a.ptr.add(i * a.row + j * a.tap) });
+                    for ch in 0..a.channels {
+                        // SAFETY: `ch < channels` for every row; B holds `width` values per (tap, channel).
+                        unsafe {
+                            let b0 = $load(b);
+                            for (row, &ptr) in acc.iter_mut().zip(&rows) {
+                                *row = $fma($broadcast(&*ptr.add(ch)), b0, *row);
+                            }
+                            b = b.add($width);
+                        }
+                    }
+                }
+                // SAFETY: `bias` has `width` elements and each of the NARROW_MR rows of `c` has as many
+                // writable ones (16-byte aligned when STREAM).
+                unsafe {
+                    let bias0 = $load(bias);
+                    for (i, row) in acc.iter().enumerate() {
+                        let out = c.add(i * ldc);
+                        let v = $add(*row, bias0);
+                        if STREAM {
+                            $stream(out, $cast_low(v));
+                            $stream(out.add($half), $high(v, 1));
+                        } else {
+                            $store(out, v);
+                        }
+                    }
+                }
+            }
+        };
+    }
+
+    kernel_narrow!(f32_12x8, f32, 8, _mm256_setzero_ps, _mm256_loadu_ps, _mm256_broadcast_ss, _mm256_fmadd_ps,
+        _mm256_add_ps, _mm256_storeu_ps, _mm_stream_ps, _mm256_castps256_ps128, _mm256_extractf128_ps, 4);
+    kernel_narrow!(f64_12x4, f64, 4, _mm256_setzero_pd, _mm256_loadu_pd, _mm256_broadcast_sd, _mm256_fmadd_pd,
+        _mm256_add_pd, _mm256_storeu_pd, _mm_stream_pd, _mm256_castpd256_pd128, _mm256_extractf128_pd, 2);
 
     kernel_6x2!(f32_6x16, f32, 8, _mm256_setzero_ps, _mm256_loadu_ps, _mm256_broadcast_ss, _mm256_fmadd_ps,
         _mm256_add_ps, _mm256_storeu_ps, _mm_stream_ps, _mm256_castps256_ps128, _mm256_extractf128_ps, 4);

@@ -79,14 +79,24 @@ pub(crate) fn use_avx2(simd: Simd) -> bool {
 
 /// Floating-point types the kernels compute in: `f32` and `f64`.
 pub trait Element: Float + Default + Send + Sync + Debug + 'static {
-    /// The GEMM micro-kernel for this type and instruction set.
-    fn microkernel(simd: Simd) -> MicroKernel<Self>;
+    /// The GEMM micro-kernel for this type and instruction set, for groups of
+    /// `filters_per_group` filters: a narrow tile when they fill at most one register.
+    fn microkernel(simd: Simd, filters_per_group: usize) -> MicroKernel<Self>;
     /// The depthwise block kernel for this type and instruction set.
     fn depthwise_block(simd: Simd) -> depthwise::DepthwiseBlock<Self>;
 }
 
 impl Element for f32 {
-    fn microkernel(simd: Simd) -> MicroKernel<f32> {
+    fn microkernel(simd: Simd, filters_per_group: usize) -> MicroKernel<f32> {
+        #[cfg(target_arch = "x86_64")]
+        if use_avx2(simd) && filters_per_group <= 8 {
+            return MicroKernel {
+                mr: microkernel::NARROW_MR,
+                nr: 8,
+                run: microkernel::avx2::f32_12x8::<false>,
+                run_stream: microkernel::avx2::f32_12x8::<true>,
+            };
+        }
         #[cfg(target_arch = "x86_64")]
         if use_avx2(simd) {
             return MicroKernel {
@@ -96,7 +106,7 @@ impl Element for f32 {
                 run_stream: microkernel::avx2::f32_6x16::<true>,
             };
         }
-        let _ = simd;
+        let _ = (simd, filters_per_group);
         MicroKernel { mr: 4, nr: 8, run: microkernel::portable_4x8::<f32>, run_stream: microkernel::portable_4x8::<f32> }
     }
 
@@ -111,7 +121,16 @@ impl Element for f32 {
 }
 
 impl Element for f64 {
-    fn microkernel(simd: Simd) -> MicroKernel<f64> {
+    fn microkernel(simd: Simd, filters_per_group: usize) -> MicroKernel<f64> {
+        #[cfg(target_arch = "x86_64")]
+        if use_avx2(simd) && filters_per_group <= 4 {
+            return MicroKernel {
+                mr: microkernel::NARROW_MR,
+                nr: 4,
+                run: microkernel::avx2::f64_12x4::<false>,
+                run_stream: microkernel::avx2::f64_12x4::<true>,
+            };
+        }
         #[cfg(target_arch = "x86_64")]
         if use_avx2(simd) {
             return MicroKernel {
@@ -121,7 +140,7 @@ impl Element for f64 {
                 run_stream: microkernel::avx2::f64_6x8::<true>,
             };
         }
-        let _ = simd;
+        let _ = (simd, filters_per_group);
         MicroKernel { mr: 4, nr: 8, run: microkernel::portable_4x8::<f64>, run_stream: microkernel::portable_4x8::<f64> }
     }
 
