@@ -134,7 +134,10 @@ pub fn run<T: Element>(
         let mut scratch_tile = [T::zero(); MAX_TILE];
         let mut source: Option<(usize, TileSource<T>)> = None;
         let panels = (t_end - t_begin).div_ceil(mr);
-        let mut visit = |g: usize, fb: usize, panel: usize| {
+        // Divisions cost more than a short micro-kernel call: counters step through
+        // (panel, group, block), or (block, panel) when each block's weights stay in L2.
+        let (mut g, mut fb, mut panel) = (g0, 0, 0);
+        for _ in 0..groups_here * blocks * panels {
             let t0 = t_begin + panel * mr;
             let cols = nr.min(fg - fb * nr);
             let o0 = g * fg + fb * nr;
@@ -189,20 +192,21 @@ pub fn run<T: Element>(
                     }
                 }
             }
-        };
-        // Divisions cost more than a short micro-kernel call: plain nested loops.
-        if panel_major {
-            for panel in 0..panels {
-                for g in g0..g0 + groups_here {
-                    for fb in 0..blocks {
-                        visit(g, fb, panel);
+            if panel_major {
+                fb += 1;
+                if fb == blocks {
+                    fb = 0;
+                    g += 1;
+                    if g == g0 + groups_here {
+                        g = g0;
+                        panel += 1;
                     }
                 }
-            }
-        } else {
-            for fb in 0..blocks {
-                for panel in 0..panels {
-                    visit(g0, fb, panel);
+            } else {
+                panel += 1;
+                if panel == panels {
+                    panel = 0;
+                    fb += 1;
                 }
             }
         }
