@@ -3,6 +3,7 @@
     python benches/report.py                       # full suite, writes benches/results/report.md + speedup.png
     python benches/report.py --quick               # fewer rounds, shorter samples
     python benches/report.py --cases textcnn,wavenet --rounds 21 --json
+    python benches/report.py --suite benches/extra.json --out benches/results/extra   # shapes outside the suite
 
 All frameworks run in this one process on 2 threads. For each case the frameworks are
 warmed up, then timed round-robin (the order rotates every round) so that a change in
@@ -483,7 +484,7 @@ def main(argv=None) -> int:
     print(f"FMA peak at end: {run['peak_end']:.0f} GFLOP/s, load {run['load_end']}", flush=True)
     run["versions"] = C.versions()
     run["cases"] = results
-    if not args.cases:
+    if not args.cases and args.suite == C.SUITE_PATH:
         print("measuring peak extra memory (cargo run --example memory)", flush=True)
         run["memory_table"] = memory_table()
 

@@ -120,7 +120,11 @@ pub fn run<T: Element>(
     // Outputs far larger than the caches, with little work per element, are bound by memory
     // writes: write around the caches. With more work per element the stores hide behind it.
     let out_bytes = out.len() * std::mem::size_of::<T>();
+    // Only tiles whose rows span a cache line's worth of filters: half-line non-temporal
+    // writes leave write-combining buffers part-filled, and flushing those is slower than
+    // ordinary stores.
     let stream = out_bytes >= STREAM_MIN_BYTES
+        && nr * std::mem::size_of::<T>() >= 64
         && cg * geo.kernel_size <= STREAM_MAX_DEPTH
         && (geo.filters * std::mem::size_of::<T>()) % 16 == 0;
 

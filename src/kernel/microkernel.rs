@@ -17,7 +17,8 @@ pub struct MicroKernel<T> {
     /// `b` holds `taps * channels * nr`, `bias` holds `nr` elements, and `c` has `mr` rows of
     /// `nr` writable elements `ldc` apart.
     pub run: unsafe fn(a: Lhs<T>, b: *const T, bias: *const T, c: *mut T, ldc: usize),
-    /// `run` with non-temporal stores; needs `c` and `ldc * size_of::<T>()` 16-byte aligned.
+    /// `run` with non-temporal stores where the tile has them (else `run` itself); needs `c`
+    /// and `ldc * size_of::<T>()` 16-byte aligned.
     pub run_stream: unsafe fn(a: Lhs<T>, b: *const T, bias: *const T, c: *mut T, ldc: usize),
 }
 
@@ -132,14 +133,15 @@ pub mod avx2 {
 
     macro_rules! kernel_narrow {
         ($name:ident, $t:ty, $width:expr, $zero:ident, $load:ident, $broadcast:ident, $fma:ident, $add:ident,
-         $store:ident, $stream:ident, $cast_low:ident, $high:ident, $half:expr) => {
+         $store:ident) => {
             /// A `NARROW_MR`-step x one-register tile, for groups of at most one register of filters,
-            /// which a two-register tile would fill only half.
+            /// which a two-register tile would fill only half. Ordinary stores only: a row is
+            /// half a cache line, too little for non-temporal stores to pay.
             ///
             /// # Safety
             /// As [`super::MicroKernel::run`] with `mr = NARROW_MR`, `nr = width`; the CPU has AVX2 and FMA.
             #[target_feature(enable = "avx2,fma")]
-            pub unsafe fn $name<const STREAM: bool>(a: Lhs<$t>, b: *const $t, bias: *const $t, c: *mut $t, ldc: usize) {
+            pub unsafe fn $name(a: Lhs<$t>, b: *const $t, bias: *const $t, c: *mut $t, ldc: usize) {
                 let mut acc = [$zero(); super::NARROW_MR];
                 let mut b = b;
                 for j in 0..a.taps {
@@ -157,18 +159,11 @@ pub mod avx2 {
                     }
                 }
                 // SAFETY: `bias` has `width` elements and each of the NARROW_MR rows of `c` has as many
-                // writable ones (16-byte aligned when STREAM).
+                // writable ones.
                 unsafe {
                     let bias0 = $load(bias);
                     for (i, row) in acc.iter().enumerate() {
-                        let out = c.add(i * ldc);
-                        let v = $add(*row, bias0);
-                        if STREAM {
-                            $stream(out, $cast_low(v));
-                            $stream(out.add($half), $high(v, 1));
-                        } else {
-                            $store(out, v);
-                        }
+                        $store(c.add(i * ldc), $add(*row, bias0));
                     }
                 }
             }
@@ -176,9 +171,9 @@ pub mod avx2 {
     }
 
     kernel_narrow!(f32_12x8, f32, 8, _mm256_setzero_ps, _mm256_loadu_ps, _mm256_broadcast_ss, _mm256_fmadd_ps,
-        _mm256_add_ps, _mm256_storeu_ps, _mm_stream_ps, _mm256_castps256_ps128, _mm256_extractf128_ps, 4);
+        _mm256_add_ps, _mm256_storeu_ps);
     kernel_narrow!(f64_12x4, f64, 4, _mm256_setzero_pd, _mm256_loadu_pd, _mm256_broadcast_sd, _mm256_fmadd_pd,
-        _mm256_add_pd, _mm256_storeu_pd, _mm_stream_pd, _mm256_castpd256_pd128, _mm256_extractf128_pd, 2);
+        _mm256_add_pd, _mm256_storeu_pd);
 
     kernel_6x2!(f32_6x16, f32, 8, _mm256_setzero_ps, _mm256_loadu_ps, _mm256_broadcast_ss, _mm256_fmadd_ps,
         _mm256_add_ps, _mm256_storeu_ps, _mm_stream_ps, _mm256_castps256_ps128, _mm256_extractf128_ps, 4);

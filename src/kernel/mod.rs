@@ -93,8 +93,8 @@ impl Element for f32 {
             return MicroKernel {
                 mr: microkernel::NARROW_MR,
                 nr: 8,
-                run: microkernel::avx2::f32_12x8::<false>,
-                run_stream: microkernel::avx2::f32_12x8::<true>,
+                run: microkernel::avx2::f32_12x8,
+                run_stream: microkernel::avx2::f32_12x8,
             };
         }
         #[cfg(target_arch = "x86_64")]
@@ -127,8 +127,8 @@ impl Element for f64 {
             return MicroKernel {
                 mr: microkernel::NARROW_MR,
                 nr: 4,
-                run: microkernel::avx2::f64_12x4::<false>,
-                run_stream: microkernel::avx2::f64_12x4::<true>,
+                run: microkernel::avx2::f64_12x4,
+                run_stream: microkernel::avx2::f64_12x4,
             };
         }
         #[cfg(target_arch = "x86_64")]
