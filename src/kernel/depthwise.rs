@@ -3,7 +3,7 @@
 //! filters, where the GEMM path would waste all but one lane of its filter block.
 //! Accumulators for `ROWS` output steps x `LANES` channels stay in registers over all taps.
 
-use super::tile::{tile_source, TileLayout, TileSource};
+use super::tile::{tile_source, TileLayout, TileSource, TILE_TARGET_BYTES};
 use super::{for_each_item, use_avx2, Element, SharedOut, Simd};
 use crate::geometry::Geometry;
 use crate::params::DataFormat;
@@ -45,7 +45,7 @@ pub fn run<T: Element>(
     if geo.batch == 0 || geo.out_steps == 0 || channels == 0 {
         return;
     }
-    let layout = TileLayout::choose(geo, ROWS, channels, std::mem::size_of::<T>());
+    let layout = TileLayout::choose(geo, ROWS, channels, std::mem::size_of::<T>(), TILE_TARGET_BYTES);
     let steps = layout.steps;
     let tiles = geo.out_steps.div_ceil(steps);
     let bias: Vec<T> = match bias {

@@ -4,7 +4,7 @@
 //! micro-kernel reads every tap straight from that tile. Extra memory is one tile per worker.
 
 use super::microkernel::{Lhs, MicroKernel, MAX_TILE};
-use super::tile::{tile_source, TileLayout, TileSource};
+use super::tile::{tile_source, TileLayout, TileSource, LARGE_TILE_TARGET_BYTES, TILE_TARGET_BYTES};
 use super::{for_each_item, Element, SharedOut};
 use crate::geometry::Geometry;
 use crate::params::DataFormat;
@@ -61,6 +61,8 @@ impl<T: Element> PackedWeights<T> {
 
 /// Largest weights of one group for which output panels are finished across all filters.
 const PANEL_MAJOR_MAX_BYTES: usize = 24 * 1024;
+/// Level-1 data cache: a filter block's weights larger than this are read from L2 or L3.
+const L1_BYTES: usize = 32 * 1024;
 /// Most weights of the groups one work item computes together (they stay in L2).
 const GROUP_CHUNK_MAX_BYTES: usize = 128 * 1024;
 
@@ -112,7 +114,9 @@ pub fn run<T: Element>(
     };
     let chunks = geo.groups.div_ceil(chunk);
     let panel_len = weights.depth() * nr;
-    let layout = TileLayout::choose(geo, mr, chunk * cg, std::mem::size_of::<T>());
+    let tile_bytes =
+        if panel_len * std::mem::size_of::<T>() > L1_BYTES { LARGE_TILE_TARGET_BYTES } else { TILE_TARGET_BYTES };
+    let layout = TileLayout::choose(geo, mr, chunk * cg, std::mem::size_of::<T>(), tile_bytes);
     let tiles = geo.out_steps.div_ceil(layout.steps);
     let items = geo.batch * chunks * tiles;
     let out_ptr = SharedOut(out.as_mut_ptr().cast::<T>());

@@ -8,7 +8,10 @@ use ndarray::ArrayView3;
 /// Most input elements one work item packs, so per-call extra memory stays bounded.
 pub const MAX_TILE_ELEMENTS: usize = 1 << 20;
 /// Input bytes per tile that keep it in L2 next to a filter block's weights.
-const TILE_TARGET_BYTES: usize = 96 * 1024;
+pub const TILE_TARGET_BYTES: usize = 96 * 1024;
+/// Input bytes per tile when a filter block's weights are too large for L1: each pass of
+/// those weights (from L2 or L3) then serves more output steps.
+pub const LARGE_TILE_TARGET_BYTES: usize = 256 * 1024;
 
 /// How output rows map onto a packed input tile.
 #[derive(Clone, Copy, Debug)]
@@ -28,8 +31,9 @@ pub struct TileLayout {
 }
 
 impl TileLayout {
-    /// A tile of `channels` channels whose step count is a multiple of `mr`.
-    pub fn choose(geo: &Geometry, mr: usize, channels: usize, elem: usize) -> Self {
+    /// A tile of `channels` channels whose step count is a multiple of `mr`, of about
+    /// `target_bytes` (at least `mr` steps).
+    pub fn choose(geo: &Geometry, mr: usize, channels: usize, elem: usize, target_bytes: usize) -> Self {
         let cg = channels;
         let span = geo.halo() + 1;
         let row_step = geo.strides.min(span);
@@ -37,7 +41,7 @@ impl TileLayout {
         // Smallest tile is MR steps; grow it while it stays in the byte budget.
         let rows_for = |steps: usize| (steps - 1) * row_step + span;
         let mut steps = mr;
-        while steps < max_steps.min(2048) && rows_for(steps * 2) * cg * elem <= TILE_TARGET_BYTES {
+        while steps < max_steps.min(2048) && rows_for(steps * 2) * cg * elem <= target_bytes {
             steps *= 2;
         }
         let steps = steps.min(max_steps).max(mr);
