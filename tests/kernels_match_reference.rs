@@ -131,8 +131,7 @@ fn taps_too_far_apart_for_a_contiguous_tile_use_per_row_packing() {
 
 #[test]
 fn outputs_larger_than_the_caches_match_reference() {
-    // Over 8 MiB of output with little work per element: written with non-temporal stores
-    // where the rows are aligned.
+    // Over 8 MiB of output: written with non-temporal stores where the rows are aligned.
     for (cg, fg, groups) in [(1usize, 32usize, 1usize), (3, 20, 2)] {
         let c = Case {
             batch: 2,

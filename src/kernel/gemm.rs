@@ -66,10 +66,8 @@ const L1_BYTES: usize = 32 * 1024;
 /// Most weights of the groups one work item computes together (they stay in L2).
 const GROUP_CHUNK_MAX_BYTES: usize = 128 * 1024;
 
-/// Output size from which memory-bound results bypass the caches.
+/// Output size from which results bypass the caches.
 const STREAM_MIN_BYTES: usize = 8 << 20;
-/// Most multiply-adds per output element for which a call counts as memory-bound.
-const STREAM_MAX_DEPTH: usize = 32;
 
 /// Runs the convolution into `out`, a standard-layout buffer of `geo.output_shape()`.
 /// `x` is viewed as `(batch, steps, channels)` whatever its memory layout.
@@ -121,15 +119,14 @@ pub fn run<T: Element>(
     let items = geo.batch * chunks * tiles;
     let out_ptr = SharedOut(out.as_mut_ptr().cast::<T>());
     let parallel = parallel && geo.macs() >= super::PARALLEL_MIN_MACS;
-    // Outputs far larger than the caches, with little work per element, are bound by memory
-    // writes: write around the caches. With more work per element the stores hide behind it.
+    // Outputs far larger than the caches would not stay there anyway: write around them, which
+    // also saves reading each output line before writing it (measured faster however much
+    // work each element takes). Only tiles whose rows span a cache line's worth of filters:
+    // half-line non-temporal writes leave write-combining buffers part-filled, and flushing
+    // those is slower than ordinary stores.
     let out_bytes = out.len() * std::mem::size_of::<T>();
-    // Only tiles whose rows span a cache line's worth of filters: half-line non-temporal
-    // writes leave write-combining buffers part-filled, and flushing those is slower than
-    // ordinary stores.
     let stream = out_bytes >= STREAM_MIN_BYTES
         && nr * std::mem::size_of::<T>() >= 64
-        && cg * geo.kernel_size <= STREAM_MAX_DEPTH
         && (geo.filters * std::mem::size_of::<T>()) % 16 == 0;
 
     for_each_item::<T, _>(items, layout.rows * chunk * cg, parallel, |item, packed| {
