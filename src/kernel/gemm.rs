@@ -176,7 +176,7 @@ pub fn run<T: Element>(
             if geo.data_format == DataFormat::ChannelsLast && rows == mr && cols == nr {
                 let offset = (n * geo.out_steps + t0) * geo.filters + o0;
                 // SAFETY: rows t0..t0+mr and filters o0..o0+nr of batch item n lie inside the
-                // output and belong to this work item alone (items split batch x group x steps);
+                // output and belong to this work item alone (items split batch x groups x steps);
                 // the packed tile covers every row the micro-kernel reads (see TileLayout).
                 let c = unsafe { out_ptr.get().add(offset) };
                 let run = if stream && (c as usize) % 16 == 0 { mk.run_stream } else { mk.run };
