@@ -105,6 +105,9 @@ fn larger_cases() -> Vec<Case> {
         Case::new(2, 200, 1, 19, 33, 9, p().strides(3).data_format(DataFormat::ChannelsFirst)),
         Case::new(2, 260, 1, 1, 40, 31, p()),
         Case::new(2, 301, 1, 2, 23, 10, p().strides(5).padding(Padding::Causal)),
+        // Taps x channels within the filters: dx gathered from one GEMM over the kernel's columns.
+        Case::new(3, 2003, 1, 1, 48, 10, p().strides(5)),
+        Case::new(3, 1200, 1, 3, 40, 4, p().strides(3).dilation_rate(2).padding(Padding::Same).data_format(DataFormat::ChannelsFirst)),
         Case::new(2, 150, 4, 8, 12, 3, p().padding(Padding::Same).strides(2).dilation_rate(3)),
         Case::new(3, 257, 40, 1, 1, 7, p().groups(40).padding(Padding::Same)),
         Case::new(

@@ -1,11 +1,13 @@
-//! `dx` of a stride-1 convolution on the forward kernels: it is `dy` convolved with the
-//! kernel reversed along its taps and with its channel axes swapped (see
-//! [`Geometry::input_gradient`]), so it gets every forward path, the FFT one included.
+//! `dx` on the forward kernels. With stride 1 it is `dy` convolved with the kernel reversed
+//! along its taps and with its channel axes swapped (see [`Geometry::input_gradient`]), so it
+//! gets every forward path, the FFT one included. With few taps times channels, the products
+//! of `dy` with every (tap, channel) column of the kernel are one GEMM, gathered afterwards.
 
-use crate::conv::{ensure_allocatable, try_compute_new, PreparedKernel};
+use crate::conv::{ensure_allocatable, try_compute_new, try_zeroed, PreparedKernel};
 use crate::error::Result;
 use crate::geometry::Geometry;
-use crate::kernel::{Algorithm, ComputeOptions, Element};
+use crate::kernel::{for_each_item, Algorithm, ComputeOptions, Element, SharedOut};
+use crate::params::{Conv1dParams, DataFormat};
 use ndarray::{Array3, ArrayView3};
 
 /// `dx` in the caller's layout, from `dy` in the caller's layout.
@@ -25,4 +27,54 @@ pub(super) fn input_gradient<T: Element>(
     let prepared = PreparedKernel::new(reversed.view(), geo.groups, options)?;
     let len = geo.batch * geo.steps * geo.in_channels;
     try_compute_new(len, |out| prepared.run_checked(&transposed, dy, None, out))
+}
+
+/// `dx` in the caller's layout when a strided (or few-channel) convolution's taps times
+/// channels are no more than its filters: `z[n, t, j*cg + c] = sum_o dy[n, t, o] * kernel[j, c, o]`
+/// is a one-tap convolution of `dy` on the forward GEMM, no larger than `dy`, and each
+/// `dx[n, i, c]` then adds the `z[n, t, j*cg + c]` with `t*s + j*d - pad_left == i`, by
+/// increasing `t`. One group only.
+pub(super) fn input_gradient_by_columns<T: Element>(
+    geo: &Geometry,
+    dy: ArrayView3<T>,
+    kernel: ArrayView3<T>,
+    options: &ComputeOptions,
+    parallel: bool,
+) -> Result<Vec<T>> {
+    debug_assert_eq!(geo.groups, 1);
+    let (k, cg, filters) = (geo.kernel_size, geo.in_channels, geo.filters);
+    ensure_allocatable::<T>(kernel.len(), "transposed kernel")?;
+    let columns = Array3::from_shape_fn((1, filters, k * cg), |(_, o, q)| kernel[[q / cg, q % cg, o]]);
+    let prepared = PreparedKernel::new(columns.view(), 1, &ComputeOptions { algorithm: Algorithm::Gemm, ..*options })?;
+    let dy = match geo.data_format {
+        DataFormat::ChannelsLast => dy,
+        DataFormat::ChannelsFirst => dy.permuted_axes([0, 2, 1]),
+    };
+    // A new array, in standard layout from offset 0.
+    let (z, _) = prepared.forward(dy, None, &Conv1dParams::new())?.into_raw_vec_and_offset();
+    let width = k * cg;
+    let mut dx = try_zeroed::<T>(geo.batch * geo.steps * cg)?;
+    let out = SharedOut(dx.as_mut_ptr());
+    // One batch item per work item, its output steps in order: each dx element receives its
+    // terms in a fixed order (by output step), whatever the threads.
+    for_each_item::<T, _>(geo.batch, 0, parallel, |n, _| {
+        for t in 0..geo.out_steps {
+            let row = &z[(n * geo.out_steps + t) * width..][..width];
+            for j in 0..k {
+                let i = (t * geo.strides + j * geo.dilation_rate) as isize - geo.pad_left as isize;
+                if i < 0 || i as usize >= geo.steps {
+                    continue;
+                }
+                for (c, &v) in row[j * cg..(j + 1) * cg].iter().enumerate() {
+                    let index = match geo.data_format {
+                        DataFormat::ChannelsLast => (n * geo.steps + i as usize) * cg + c,
+                        DataFormat::ChannelsFirst => (n * cg + c) * geo.steps + i as usize,
+                    };
+                    // SAFETY: index lies in batch item n's part of dx, which only this item touches.
+                    unsafe { *out.get().add(index) = *out.get().add(index) + v };
+                }
+            }
+        }
+    });
+    Ok(dx)
 }

@@ -143,7 +143,24 @@ pub fn conv1d_backward_with<T: Element>(
     let dx_by_forward = geo.strides == 1
         && geo.in_channels > 0
         && (depthwise || !input::prefer_dot::<T>(&geo, tile_kernel::<T>(options.simd).nr));
-    let forward_dx = if dx_by_forward { Some(forward::input_gradient(&geo, dy, kernel, options)?) } else { None };
+    // Otherwise, with taps times channels no more than the filters (few input channels, a
+    // stride), dx is gathered from one GEMM of dy against the kernel's columns; not for tiny
+    // calls, where setting up the GEMM costs more than the dot products.
+    let dx_by_columns = !dx_by_forward
+        && !depthwise
+        && geo.groups == 1
+        && geo.kernel_size.saturating_mul(geo.in_channels) <= geo.filters
+        && geo.macs() >= PARALLEL_MIN_MACS
+        && geo.batch > 0
+        && geo.out_steps > 0;
+    let parallel = options.parallel && geo.macs() >= PARALLEL_MIN_MACS;
+    let forward_dx = if dx_by_forward {
+        Some(forward::input_gradient(&geo, dy, kernel, options)?)
+    } else if dx_by_columns {
+        Some(forward::input_gradient_by_columns(&geo, dy, kernel, options, parallel)?)
+    } else {
+        None
+    };
     let x = channels_last(x, geo.data_format);
     let dy = channels_last(dy, geo.data_format);
     let mut dx = match forward_dx {
@@ -152,7 +169,6 @@ pub fn conv1d_backward_with<T: Element>(
     };
     let mut dkernel = try_zeroed::<T>(kernel.len())?;
     let mut dbias = None;
-    let parallel = options.parallel && geo.macs() >= PARALLEL_MIN_MACS;
     // Supervised, so that a cancelled call or a worker without scratch stops early and
     // reports it, instead of returning partial gradients.
     let mut outcome = Ok(());
@@ -173,7 +189,7 @@ pub fn conv1d_backward_with<T: Element>(
                     depthwise::kernel_gradient(&geo, &x, &dy, fused, parallel, &mut dkernel)?;
                 } else {
                     let tk = tile_kernel::<T>(options.simd);
-                    if !dx_by_forward {
+                    if !dx_by_forward && !dx_by_columns {
                         input::input_gradient(&geo, &dy, kernel, tk, fused, parallel, &mut dx)?;
                     }
                     weights::kernel_gradient(&geo, &x, &dy, tk, parallel, &mut dkernel)?;
