@@ -278,12 +278,21 @@ fn bias_gradient<T: Element>(dy: &Rows<'_, T>, parallel: bool) -> Result<Array1<
             }
         }
     });
-    let (first, rest) = sums.split_at_mut(filters);
-    for part in rest.chunks_exact(filters) {
-        first.iter_mut().zip(part).for_each(|(a, &b)| *a = *a + b);
-    }
+    add_parts_in_order(&mut sums, filters);
     sums.truncate(filters);
     Ok(Array1::from(sums))
+}
+
+/// Adds the consecutive parts of `sums`, each `len` long, into the first, part by part in
+/// order and each element on its own: the order depends on the shapes alone.
+fn add_parts_in_order<T: Element>(sums: &mut [T], len: usize) {
+    if len == 0 {
+        return; // nothing to add, and no zero-length chunks
+    }
+    let (first, rest) = sums.split_at_mut(len);
+    for part in rest.chunks_exact(len) {
+        first.iter_mut().zip(part).for_each(|(a, &b)| *a = *a + b);
+    }
 }
 
 /// A `(batch, steps, width)` array in contiguous channels-last memory: borrowed when the

@@ -5,7 +5,7 @@
 //! order, a chunk of steps at a time, keeping its partial sums between chunks.
 
 use super::tile::{TileKernel, Walk, MAX_MR, MAX_NR};
-use super::{workers, Rows};
+use super::{add_parts_in_order, workers, Rows};
 use crate::conv::try_zeroed;
 use crate::error::Result;
 use crate::geometry::Geometry;
@@ -138,36 +138,22 @@ pub(super) fn kernel_gradient<T: Element>(
                 })
             })
             .collect();
-        // Runs of rows that sit side by side in x (one tap, consecutive channels), as
-        // (first row, tap, first channel, length): the unit of packing.
-        let mut runs: Vec<(usize, usize, usize, usize)> = Vec::new();
+        // Runs of rows that sit side by side in x (one tap, consecutive channels) within one
+        // tile, as (tap, first channel, length, offset of the first row in the packed panels):
+        // the unit of packing, which then needs no division per element.
+        let mut pieces: Vec<(usize, usize, usize, usize)> = Vec::new();
         for q in item_tiles.start * mr..(item_tiles.end * mr).min(rows) {
             let (j, c) = (q / cg, q % cg);
             let local = q - item_tiles.start * mr;
-            match runs.last_mut() {
-                Some((q0, j0, c0, len)) if *j0 == j && *q0 + *len == local && *c0 + *len == c => *len += 1,
-                _ => runs.push((local, j, c, 1)),
+            match pieces.last_mut() {
+                Some((j0, c0, len, _)) if *j0 == j && *c0 + *len == c && local % mr != 0 => *len += 1,
+                _ => pieces.push((j, c, 1, (local / mr) * STEP_CHUNK * mr + local % mr)),
             }
         }
-        let (tap_lo, tap_hi) = match (runs.first(), runs.last()) {
-            (Some(first), Some(last)) => (first.1, last.1),
+        let (tap_lo, tap_hi) = match (pieces.first(), pieces.last()) {
+            (Some(first), Some(last)) => (first.0, last.0),
             _ => return,
         };
-        // The runs cut at tile boundaries, as (tap, first channel, length, offset of its first
-        // row in the packed panels): packing then needs no division per element.
-        let pieces: Vec<(usize, usize, usize, usize)> = runs
-            .iter()
-            .flat_map(|&(q0, j, c0, len)| {
-                let mut pieces = Vec::new();
-                let mut q = q0;
-                while q < q0 + len {
-                    let piece = (mr - q % mr).min(q0 + len - q);
-                    pieces.push((j, c0 + (q - q0), piece, (q / mr) * STEP_CHUNK * mr + q % mr));
-                    q += piece;
-                }
-                pieces
-            })
-            .collect();
         if plan.pack_x {
             x_buf.fill(T::zero()); // rows past the last (tap, channel) stay zero
         }
@@ -258,11 +244,8 @@ pub(super) fn kernel_gradient<T: Element>(
             }
         }
     });
-    // Parts added in order, each element on its own: the order is fixed by the shapes.
-    let (first, rest) = sums.split_at_mut(sums_len);
-    for part in rest.chunks_exact(sums_len) {
-        first.iter_mut().zip(part).for_each(|(a, &b)| *a = *a + b);
-    }
+    add_parts_in_order(&mut sums, sums_len);
+    let first = &sums[..sums_len];
     for j in 0..k {
         for c in 0..cg {
             for g in 0..groups {
