@@ -3,11 +3,12 @@
 //! gets every forward path, the FFT one included. With few taps times channels, the products
 //! of `dy` with every (tap, channel) column of the kernel are one GEMM, gathered afterwards.
 
+use super::input::dx_index;
 use crate::conv::{ensure_allocatable, try_compute_new, try_zeroed, PreparedKernel};
 use crate::error::Result;
 use crate::geometry::Geometry;
 use crate::kernel::{for_each_item, Algorithm, ComputeOptions, Element, SharedOut};
-use crate::params::{Conv1dParams, DataFormat};
+use crate::params::Conv1dParams;
 use ndarray::{Array3, ArrayView3};
 
 /// `dx` in the caller's layout, from `dy` in the caller's layout.
@@ -46,10 +47,7 @@ pub(super) fn input_gradient_by_columns<T: Element>(
     ensure_allocatable::<T>(kernel.len(), "transposed kernel")?;
     let columns = Array3::from_shape_fn((1, filters, k * cg), |(_, o, q)| kernel[[q / cg, q % cg, o]]);
     let prepared = PreparedKernel::new(columns.view(), 1, &ComputeOptions { algorithm: Algorithm::Gemm, ..*options })?;
-    let dy = match geo.data_format {
-        DataFormat::ChannelsLast => dy,
-        DataFormat::ChannelsFirst => dy.permuted_axes([0, 2, 1]),
-    };
+    let dy = super::channels_last(dy, geo.data_format);
     // A new array, in standard layout from offset 0.
     let (z, _) = prepared.forward(dy, None, &Conv1dParams::new())?.into_raw_vec_and_offset();
     let width = k * cg;
@@ -66,10 +64,7 @@ pub(super) fn input_gradient_by_columns<T: Element>(
                     continue;
                 }
                 for (c, &v) in row[j * cg..(j + 1) * cg].iter().enumerate() {
-                    let index = match geo.data_format {
-                        DataFormat::ChannelsLast => (n * geo.steps + i as usize) * cg + c,
-                        DataFormat::ChannelsFirst => (n * cg + c) * geo.steps + i as usize,
-                    };
+                    let index = dx_index(geo, n, i as usize, c);
                     // SAFETY: index lies in batch item n's part of dx, which only this item touches.
                     unsafe { *out.get().add(index) = *out.get().add(index) + v };
                 }

@@ -65,7 +65,7 @@ fn runs(geo: &Geometry, phases: &[Vec<(usize, isize)>], rows: usize, workers: us
 
 /// Index of `dx[n, i, c]` in the caller's layout.
 #[inline]
-fn dx_index(geo: &Geometry, n: usize, i: usize, c: usize) -> usize {
+pub(super) fn dx_index(geo: &Geometry, n: usize, i: usize, c: usize) -> usize {
     match geo.data_format {
         DataFormat::ChannelsLast => (n * geo.steps + i) * geo.in_channels + c,
         DataFormat::ChannelsFirst => (n * geo.in_channels + c) * geo.steps + i,

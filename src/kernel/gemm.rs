@@ -101,7 +101,8 @@ pub fn run<T: Element>(
     // panel of output steps is finished across all filters before the next (output written
     // row by row, the input panel read once); otherwise one filter block's weights stay in
     // L2 while the panels stream past.
-    let group_weight_bytes = blocks * weights.depth() * nr * std::mem::size_of::<T>();
+    let panel_len = weights.depth() * nr;
+    let group_weight_bytes = blocks * panel_len * std::mem::size_of::<T>();
     let panel_major = group_weight_bytes <= PANEL_MAJOR_MAX_BYTES;
     // Small groups are taken several at a time, so that a work item reads whole input rows
     // and writes whole output rows, in order, instead of a few cache lines per row.
@@ -111,7 +112,6 @@ pub fn run<T: Element>(
         1
     };
     let chunks = geo.groups.div_ceil(chunk);
-    let panel_len = weights.depth() * nr;
     let tile_bytes =
         if panel_len * std::mem::size_of::<T>() > L1_BYTES { LARGE_TILE_TARGET_BYTES } else { TILE_TARGET_BYTES };
     let layout = TileLayout::choose(geo, mr, chunk * cg, std::mem::size_of::<T>(), tile_bytes);
@@ -180,7 +180,7 @@ pub fn run<T: Element>(
                 // the packed tile covers every row the micro-kernel reads (see TileLayout).
                 let c = unsafe { out_ptr.get().add(offset) };
                 let run = if stream && (c as usize) % 16 == 0 { mk.run_stream } else { mk.run };
-                // SAFETY: as above; `run_stream` only with 16-byte aligned rows (ldc checked below).
+                // SAFETY: as above; `run_stream` only with 16-byte aligned rows (ldc checked where `stream` is set).
                 unsafe { run(lhs, b, bias_ptr, c, geo.filters) };
             } else {
                 // SAFETY: as above, into a stack tile of MAX_TILE >= mr * nr elements.
