@@ -121,9 +121,11 @@ fn larger_cases() -> Vec<Case> {
         ),
         Case::new(1, 700, 1, 16, 16, 63, p().padding(Padding::Same)),
         Case::new(2, 90, 3, 5, 2, 4, p().groups(3).padding(Padding::Causal).dilation_rate(4)),
-        // Wide rows of x and dy: both are packed per chunk of steps.
-        Case::new(2, 50, 1, 130, 128, 3, p().padding(Padding::Same)),
+        // Wide rows of x and dy: both are packed per chunk of steps, x once for all taps.
+        Case::new(2, 50, 1, 130, 128, 3, p().padding(Padding::Same).dilation_rate(2)),
         Case::new(2, 60, 2, 70, 64, 3, p().padding(Padding::Causal).strides(2).data_format(DataFormat::ChannelsFirst)),
+        // Taps far apart: each tap of x gets a panel of its own.
+        Case::new(2, 500, 1, 130, 64, 2, p().padding(Padding::Same).dilation_rate(200)),
         // Long reductions onto small results: dkernel and dbias are summed in parts, and the
         // parts cut across batch items.
         Case::new(3, 3000, 1, 4, 8, 3, p().padding(Padding::Same)),

@@ -22,6 +22,7 @@ mod depthwise;
 mod forward;
 mod input;
 mod lanes;
+mod prefetch;
 mod reference;
 mod tile;
 mod weights;
