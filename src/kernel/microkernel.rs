@@ -91,19 +91,43 @@ pub mod avx2 {
             pub unsafe fn $name<const STREAM: bool>(a: Lhs<$t>, b: *const $t, bias: *const $t, c: *mut $t, ldc: usize) {
                 let mut acc = [[$zero(); 2]; 6];
                 let mut b = b;
+                let row = a.row;
                 for j in 0..a.taps {
+                    // Rows 0-2 from `p0` and rows 3-5 from `p3`, zero, one and two rows on: each
+                    // address is one base plus a scaled index, with no arithmetic per row.
                     // SAFETY: rows 0..6 of tap j are readable for `channels` values (caller's contract).
-                    let rows: [*const $t; 6] = std::array::from_fn(|i| unsafe { a.ptr.add(i * a.row + j * a.tap) });
-                    for ch in 0..a.channels {
-                        // SAFETY: `ch < channels` for every row; B holds 2 * half values per (tap, channel).
-                        unsafe {
-                            let b0 = $load(b);
-                            let b1 = $load(b.add($half));
-                            for (row, &ptr) in acc.iter_mut().zip(&rows) {
-                                let av = $broadcast(&*ptr.add(ch));
-                                row[0] = $fma(av, b0, row[0]);
-                                row[1] = $fma(av, b1, row[1]);
+                    let (mut p0, mut p3) = unsafe { (a.ptr.add(j * a.tap), a.ptr.add(j * a.tap + 3 * row)) };
+                    // One (tap, channel) step: B holds 2 * half values per step.
+                    macro_rules! step {
+                        ($u:expr) => {{
+                            let b0 = $load(b.add(2 * $half * $u));
+                            let b1 = $load(b.add(2 * $half * $u + $half));
+                            let rows = [p0, p0.add(row), p0.add(2 * row), p3, p3.add(row), p3.add(2 * row)];
+                            for (acc_row, ptr) in acc.iter_mut().zip(rows) {
+                                let av = $broadcast(&*ptr.add($u));
+                                acc_row[0] = $fma(av, b0, acc_row[0]);
+                                acc_row[1] = $fma(av, b1, acc_row[1]);
                             }
+                        }};
+                    }
+                    // Four steps per pass (loop overhead once per four), then the rest: each
+                    // accumulator still sees its channels in order.
+                    // SAFETY: every step reads channels below `channels` of rows 0..6 and its
+                    // 2 * half values of B.
+                    unsafe {
+                        for _ in 0..a.channels / 4 {
+                            step!(0);
+                            step!(1);
+                            step!(2);
+                            step!(3);
+                            p0 = p0.add(4);
+                            p3 = p3.add(4);
+                            b = b.add(8 * $half);
+                        }
+                        for _ in 0..a.channels % 4 {
+                            step!(0);
+                            p0 = p0.add(1);
+                            p3 = p3.add(1);
                             b = b.add(2 * $half);
                         }
                     }
