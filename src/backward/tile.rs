@@ -29,6 +29,9 @@ pub(crate) struct Walk<'a> {
     pub b_step: isize,
 }
 
+/// A tile routine over packed operands: see [`TileKernel::run_packed`].
+pub(crate) type PackedTile<T> = unsafe fn(usize, *const T, *const T, &[*mut T; MAX_MR]);
+
 /// One tile routine and its shape.
 #[derive(Clone, Copy)]
 pub(crate) struct TileKernel<T> {
@@ -39,6 +42,13 @@ pub(crate) struct TileKernel<T> {
     /// `NR`-wide read of `b` is readable, and each `c[r]` (`r < mr`) points at `nr` writable
     /// elements that no other thread touches during the call.
     pub run: unsafe fn(&Walk<'_>, *const T, &[isize; MAX_MR], *const T, &[*mut T; MAX_MR]),
+    /// The same sums over `inner` steps of packed operands, where the walk needs no offsets:
+    /// A as rows of `mr` values (one per tile row) and B as rows of `nr`, each row right after
+    /// the last. Absent for the portable tile.
+    ///
+    /// # Safety
+    /// `a` holds `inner * mr` readable values, `b` holds `inner * nr`, and `c` is as for `run`.
+    pub run_packed: Option<PackedTile<T>>,
 }
 
 /// The tile routine for `T` under `simd`: explicit AVX2/FMA where the CPU has it, else portable.
@@ -48,13 +58,13 @@ pub(crate) fn tile_kernel<T: Element>(simd: Simd) -> TileKernel<T> {
     if use_avx2(simd) {
         let slot: &mut dyn Any = &mut chosen;
         if let Some(slot) = slot.downcast_mut::<Option<TileKernel<f32>>>() {
-            *slot = Some(TileKernel { mr: 6, nr: 16, run: avx2::f32_6x16 });
+            *slot = Some(TileKernel { mr: 6, nr: 16, run: avx2::f32_6x16, run_packed: Some(avx2::f32_6x16_packed) });
         } else if let Some(slot) = slot.downcast_mut::<Option<TileKernel<f64>>>() {
-            *slot = Some(TileKernel { mr: 6, nr: 8, run: avx2::f64_6x8 });
+            *slot = Some(TileKernel { mr: 6, nr: 8, run: avx2::f64_6x8, run_packed: Some(avx2::f64_6x8_packed) });
         }
     }
     let _ = simd;
-    chosen.unwrap_or(TileKernel { mr: 4, nr: 8, run: portable_4x8::<T> })
+    chosen.unwrap_or(TileKernel { mr: 4, nr: 8, run: portable_4x8::<T>, run_packed: None })
 }
 
 /// Portable tile: fixed-size arrays the compiler keeps in registers.
@@ -159,6 +169,65 @@ mod avx2 {
             }
         };
     }
+
+    macro_rules! tile_6x2_packed {
+        ($(#[$doc:meta])* $name:ident, $t:ty, $step:expr, $load:ident, $broadcast:ident, $fma:ident, $store:ident) => {
+            $(#[$doc])*
+            #[target_feature(enable = "avx2,fma")]
+            pub(super) unsafe fn $name(inner: usize, a: *const $t, b: *const $t, c: &[*mut $t; MAX_MR]) {
+                // SAFETY: c[r] has `nr` readable elements (caller contract).
+                let mut acc: [[_; 2]; 6] = std::array::from_fn(|r| unsafe { [$load(c[r]), $load(c[r].add($step))] });
+                let (mut ap, mut bp) = (a, b);
+                // Step `u` on from `ap` and `bp`: every address is a base plus a constant.
+                macro_rules! step {
+                    ($u:expr) => {{
+                        let b0 = $load(bp.add(2 * $step * $u));
+                        let b1 = $load(bp.add(2 * $step * $u + $step));
+                        for (r, row) in acc.iter_mut().enumerate() {
+                            let av = $broadcast(&*ap.add(6 * $u + r));
+                            row[0] = $fma(av, b0, row[0]);
+                            row[1] = $fma(av, b1, row[1]);
+                        }
+                    }};
+                }
+                // Four steps per pass, then the rest; each lane still sums in step order.
+                // SAFETY: every step stays within the `inner` rows of A and B (caller contract).
+                unsafe {
+                    for _ in 0..inner / 4 {
+                        step!(0);
+                        step!(1);
+                        step!(2);
+                        step!(3);
+                        ap = ap.add(4 * 6);
+                        bp = bp.add(4 * 2 * $step);
+                    }
+                    for _ in 0..inner % 4 {
+                        step!(0);
+                        ap = ap.add(6);
+                        bp = bp.add(2 * $step);
+                    }
+                }
+                for (r, row) in acc.iter().enumerate() {
+                    // SAFETY: c[r] has `nr` writable elements owned by this call (caller contract).
+                    unsafe {
+                        $store(c[r], row[0]);
+                        $store(c[r].add($step), row[1]);
+                    }
+                }
+            }
+        };
+    }
+
+    tile_6x2_packed!(
+        /// # Safety
+        /// As [`super::TileKernel::run_packed`] with `mr = 6`, `nr = 16`; the CPU has AVX2 and FMA.
+        f32_6x16_packed, f32, 8, _mm256_loadu_ps, _mm256_broadcast_ss, _mm256_fmadd_ps, _mm256_storeu_ps
+    );
+    tile_6x2_packed!(
+        /// # Safety
+        /// As [`super::TileKernel::run_packed`] with `mr = 6`, `nr = 8`; the CPU has AVX2 and FMA.
+        f64_6x8_packed, f64, 4, _mm256_loadu_pd, _mm256_broadcast_sd, _mm256_fmadd_pd, _mm256_storeu_pd
+    );
 
     tile_6x2!(
         /// # Safety

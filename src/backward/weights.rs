@@ -298,6 +298,8 @@ pub(super) fn kernel_gradient<T: Element>(
                     ahead = LinePrefetch::new(&x.data[x.offset(n, lo) + g * cg + c_lo..], hi - lo, channels, c_hi + 1 - c_lo, calls);
                 }
             }
+            // Both operands packed row after row: the walk needs no offsets.
+            let packed = plan.pack_dy && a_step == mr && plan.x_layout != XLayout::InPlace;
             // One block of dy stays in L1 while the row tiles stream past it.
             for (bi, fb) in item_blocks.clone().enumerate() {
                 let (b, b_off, b_step) = if plan.pack_dy {
@@ -321,7 +323,14 @@ pub(super) fn kernel_gradient<T: Element>(
                     // group's blocks are full when dy is not packed). Writes: rows of `sums`
                     // of this item's tiles and block (disjoint between items), or `spare`
                     // (MAX_NR >= nr).
-                    unsafe { (tk.run)(&walk, a, offsets, b, &c_rows) };
+                    match tk.run_packed {
+                        // SAFETY: as above, with A this tile's panel rows one after another
+                        // (a_step == mr) and B packed (b_step == nr).
+                        Some(run_packed) if packed => unsafe {
+                            run_packed(count, a.wrapping_offset(a_base + offsets[0]), b.add(b_off), &c_rows)
+                        },
+                        _ => unsafe { (tk.run)(&walk, a, offsets, b, &c_rows) },
+                    }
                     ahead.issue();
                 }
             }
