@@ -1,8 +1,9 @@
 //! Register-blocked tiles for the two backward GEMMs: `MR` rows by `NR` columns accumulated
-//! in place, `c[r][..NR] += sum_p a(r, p) * b(p)[..NR]`. The left operand is read where it
-//! lies (one offset per row plus a step per reduction index) instead of being packed: both
-//! backward GEMMs find it in a zero-framed channels-last copy, where packing would cost as
-//! much as the arithmetic for short reductions.
+//! in place, `c[r][..NR] += sum_p a(r, p) * b(p)[..NR]`. The general routine reads the left
+//! operand where it lies (one offset per row plus a step per reduction index): the backward
+//! GEMMs find it in a zero-framed channels-last copy, where packing would cost as much as the
+//! arithmetic for short reductions. Where both operands are packed anyway (`dkernel` of wide
+//! inputs), a second routine walks them with constant offsets.
 //!
 //! Each output lane sees its products in reduction order and nothing else, so a result does
 //! not depend on how the tiles are cut or which thread runs them.
