@@ -347,6 +347,26 @@ pub(crate) fn compute_new<T: Element>(len: usize, fill: impl FnOnce(&mut [MaybeU
 
 /// [`compute_new`] with a `fill` that may stop early; then the partly written buffer is
 /// dropped unread.
+/// [`try_compute_new`] into `recycled` when given: a buffer of at least `len` elements,
+/// whatever they hold, that saves the page faults of a fresh allocation.
+pub(crate) fn try_compute_in<T: Element>(
+    recycled: Option<Vec<T>>,
+    len: usize,
+    fill: impl FnOnce(&mut [MaybeUninit<T>]) -> Result<()>,
+) -> Result<Vec<T>> {
+    match recycled {
+        Some(mut data) if data.len() >= len => {
+            data.truncate(len);
+            // SAFETY: `MaybeUninit<T>` has the layout of `T`, and `fill` writes only initialised
+            // values (the kernels' contract), so `data` stays initialised.
+            let out = unsafe { std::slice::from_raw_parts_mut(data.as_mut_ptr().cast::<MaybeUninit<T>>(), len) };
+            fill(out)?;
+            Ok(data)
+        }
+        _ => try_compute_new(len, fill),
+    }
+}
+
 pub(crate) fn try_compute_new<T: Element>(len: usize, fill: impl FnOnce(&mut [MaybeUninit<T>]) -> Result<()>) -> Result<Vec<T>> {
     let mut data: Vec<MaybeUninit<T>> = Vec::new();
     data.try_reserve_exact(len)
@@ -367,6 +387,18 @@ pub(crate) fn ensure_allocatable<T>(len: usize, what: &str) -> Result<()> {
     probe
         .try_reserve_exact(len)
         .map_err(|_| ConvError::TooLarge(format!("cannot allocate a {what} of {len} elements")))
+}
+
+/// [`try_zeroed`] in `recycled` when it has at least `len` elements.
+pub(crate) fn try_zeroed_in<T: Element>(recycled: Option<Vec<T>>, len: usize) -> Result<Vec<T>> {
+    match recycled {
+        Some(mut data) if data.len() >= len => {
+            data.truncate(len);
+            data.fill(T::zero());
+            Ok(data)
+        }
+        _ => try_zeroed(len),
+    }
 }
 
 /// A zeroed buffer, or an error instead of the abort a failed allocation would cause.

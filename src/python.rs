@@ -208,15 +208,24 @@ fn forward_typed<'py, T: Pooled>(
     let start = (data.as_ptr() as usize).wrapping_neg() % CACHE_LINE / std::mem::size_of::<T>();
     let out = ArrayViewMut3::from_shape(shape, &mut data[start..start + len]).map_err(|e| PyValueError::new_err(e.to_string()))?;
     compute_interruptible(py, watch, || prepared.forward_into(xv, bv, params, out))?;
+    Ok(pooled_array(py, data, start, shape)?.into_any().cast_into::<PyUntypedArray>()?)
+}
+
+/// A standard-layout array of `shape` over `data[start..]`, which returns `data` to the pool
+/// when NumPy drops the array.
+fn pooled_array<T: Pooled>(py: Python<'_>, data: Vec<T>, start: usize, shape: [usize; 3]) -> PyResult<Bound<'_, PyArray3<T>>> {
+    if data.len() < start + shape.iter().product::<usize>() {
+        return Err(PyValueError::new_err("internal error: output buffer shorter than its shape"));
+    }
     let view = data[start..].as_ptr();
     let owner = Bound::new(py, OutputBuffer { data: T::wrap(data) })?;
-    // SAFETY: the view addresses the heap block of the Vec now owned by `owner`, which the array
-    // keeps alive as its base; moving the Vec into `owner` did not move that block.
-    let array = unsafe {
+    // SAFETY: the view addresses `shape` elements (checked above) of the heap block of the Vec
+    // now owned by `owner`, which the array keeps alive as its base; moving the Vec into
+    // `owner` did not move that block.
+    Ok(unsafe {
         let view = ArrayView3::from_shape_ptr(shape, view);
         PyArray3::borrow_from_array(&view, owner.into_any())
-    };
-    Ok(array.into_any().cast_into::<PyUntypedArray>()?)
+    })
 }
 
 fn dims<T>(a: &ArrayView3<'_, T>) -> [usize; 3] {
@@ -339,7 +348,7 @@ impl PyPreparedKernel {
 
 type GradientArrays<'py> = (Bound<'py, PyUntypedArray>, Bound<'py, PyUntypedArray>, Option<Bound<'py, PyUntypedArray>>);
 
-fn backward_typed<'py, T: Element + numpy::Element>(
+fn backward_typed<'py, T: Pooled>(
     py: Python<'py>,
     arrays: [&Bound<'py, PyUntypedArray>; 3],
     params: &Conv1dParams,
@@ -357,13 +366,20 @@ fn backward_typed<'py, T: Element + numpy::Element>(
     let (taps, in_per_group, _) = kv.dim();
     let work = 2.0 * dyv.len() as f64 * (taps * in_per_group) as f64;
     let watch = work >= INTERRUPTIBLE_MIN_WORK;
-    let grads = compute_interruptible(py, watch, || crate::conv1d_backward_with(xv, kv, dyv, params, use_bias, options))?;
+    // dx is as large as x: reuse a dropped output's memory, as the forward pass does.
+    let recycled = if crate::kernel::forked_child() { None } else { T::pool().take(xv.len()) };
+    let grads = compute_interruptible(py, watch, || {
+        crate::backward::conv1d_backward_recycling(xv, kv, dyv, params, use_bias, options, recycled)
+    })?;
     let as_any = |a: Bound<'py, PyArray3<T>>| a.into_any().cast_into::<PyUntypedArray>().map_err(PyErr::from);
     let dbias = match grads.dbias {
         Some(b) => Some(b.into_pyarray(py).into_any().cast_into::<PyUntypedArray>()?),
         None => None,
     };
-    Ok((as_any(grads.dx.into_pyarray(py))?, as_any(grads.dkernel.into_pyarray(py))?, dbias))
+    let (p, q, r) = grads.dx.dim();
+    let (dx, offset) = grads.dx.into_raw_vec_and_offset();
+    let dx = pooled_array(py, dx, offset.unwrap_or(0), [p, q, r])?;
+    Ok((as_any(dx)?, as_any(grads.dkernel.into_pyarray(py))?, dbias))
 }
 
 /// Gradients of `sum(conv1d(x, kernel, bias) * dy)`: `(dx, dkernel, dbias or None)`.

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 import conv1d_rs
 from conv1d_rs import _core
+from grad_oracle import conv1d_backward_oracle
 from oracle import conv1d_oracle
 
 DOCUMENTED = (TypeError, ValueError, MemoryError, OverflowError)
@@ -384,6 +385,35 @@ def test_results_are_the_callers_own_arrays() -> None:
     assert first.flags.writeable and not np.shares_memory(first, second)
     first[...] = 7
     assert np.all(second == 1) and np.all(x == 1)
+
+
+@pytest.mark.parametrize(
+    "channels, kwargs",
+    [
+        (8, {}),  # dx on the forward kernels: every element written
+        (8, {"strides": 4, "padding": "same"}),  # summed into zeros; some inputs never read
+        (8, {"strides": 2, "data_format": "channels_first"}),
+        (1, {"strides": 2}),  # gathered from one GEMM over the kernel's columns
+    ],
+)
+def test_gradients_in_recycled_memory_match_the_oracle(channels: int, kwargs: dict) -> None:
+    # A dropped output full of other values goes back to the pool, and dx is then written in
+    # its memory: none of those values may show through.
+    rng = np.random.default_rng(3)
+    first = kwargs.get("data_format") == "channels_first"
+    steps = (1 << 20) // (4 * channels)  # dx of 1M elements, large enough to be pooled
+    x = rng.standard_normal((4, channels, steps) if first else (4, steps, channels)).astype("float32")
+    kernel = rng.standard_normal((3, channels, 6)).astype("float32")
+    dy = rng.standard_normal(conv1d_rs.conv1d(x, kernel, **kwargs).shape).astype("float32")
+    stale = conv1d_rs.conv1d(np.full((1, x.size, 1), 5.0, "float32"), np.ones((1, 1, 1), "float32"))
+    del stale
+    dx, dkernel, dbias = conv1d_rs.conv1d_backward(x, kernel, dy, **kwargs)
+    expected = conv1d_backward_oracle(x, kernel, dy, **kwargs)
+    for got, want in zip((dx, dkernel, dbias), expected):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-3 * np.abs(want).max())
+    again = conv1d_rs.conv1d_backward(x, kernel, dy, **kwargs)[0]
+    assert not np.shares_memory(dx, again)
+    np.testing.assert_array_equal(dx, again)
 
 
 def test_ten_million_steps() -> None:

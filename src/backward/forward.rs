@@ -4,19 +4,20 @@
 //! of `dy` with every (tap, channel) column of the kernel are one GEMM, gathered afterwards.
 
 use super::input::dx_index;
-use crate::conv::{ensure_allocatable, try_compute_new, try_zeroed, PreparedKernel};
+use crate::conv::{ensure_allocatable, try_compute_in, try_zeroed_in, PreparedKernel};
 use crate::error::Result;
 use crate::geometry::Geometry;
 use crate::kernel::{for_each_item, Algorithm, ComputeOptions, Element, SharedOut};
 use crate::params::Conv1dParams;
 use ndarray::{Array3, ArrayView3};
 
-/// `dx` in the caller's layout, from `dy` in the caller's layout.
+/// `dx` in the caller's layout, from `dy` in the caller's layout, in `recycled` if given.
 pub(super) fn input_gradient<T: Element>(
     geo: &Geometry,
     dy: ArrayView3<T>,
     kernel: ArrayView3<T>,
     options: &ComputeOptions,
+    recycled: Option<Vec<T>>,
 ) -> Result<Vec<T>> {
     debug_assert_ne!(options.algorithm, Algorithm::Reference);
     let transposed = geo.input_gradient()?;
@@ -27,7 +28,7 @@ pub(super) fn input_gradient<T: Element>(
         Array3::from_shape_fn((k, fg, geo.in_channels), |(j, o, ch)| kernel[[k - 1 - j, ch % cg, (ch / cg) * fg + o]]);
     let prepared = PreparedKernel::new(reversed.view(), geo.groups, options)?;
     let len = geo.batch * geo.steps * geo.in_channels;
-    try_compute_new(len, |out| prepared.run_checked(&transposed, dy, None, out))
+    try_compute_in(recycled, len, |out| prepared.run_checked(&transposed, dy, None, out))
 }
 
 /// `dx` in the caller's layout when a strided (or few-channel) convolution's taps times
@@ -41,6 +42,7 @@ pub(super) fn input_gradient_by_columns<T: Element>(
     kernel: ArrayView3<T>,
     options: &ComputeOptions,
     parallel: bool,
+    recycled: Option<Vec<T>>,
 ) -> Result<Vec<T>> {
     debug_assert_eq!(geo.groups, 1);
     let (k, cg, filters) = (geo.kernel_size, geo.in_channels, geo.filters);
@@ -51,7 +53,7 @@ pub(super) fn input_gradient_by_columns<T: Element>(
     // A new array, in standard layout from offset 0.
     let (z, _) = prepared.forward(dy, None, &Conv1dParams::new())?.into_raw_vec_and_offset();
     let width = k * cg;
-    let mut dx = try_zeroed::<T>(geo.batch * geo.steps * cg)?;
+    let mut dx = try_zeroed_in(recycled, geo.batch * geo.steps * cg)?;
     let out = SharedOut(dx.as_mut_ptr());
     // One batch item per work item, its output steps in order: each dx element receives its
     // terms in a fixed order (by output step), whatever the threads.

@@ -29,7 +29,7 @@ mod weights;
 
 pub use reference::conv1d_backward_reference;
 
-use crate::conv::try_zeroed;
+use crate::conv::{try_zeroed, try_zeroed_in};
 use crate::error::{ConvError, Result};
 use crate::geometry::Geometry;
 use crate::kernel::{for_each_item, use_avx2, Algorithm, ComputeOptions, Element, SharedOut, PARALLEL_MIN_MACS};
@@ -119,6 +119,21 @@ pub fn conv1d_backward_with<T: Element>(
     use_bias: bool,
     options: &ComputeOptions,
 ) -> Result<Gradients<T>> {
+    conv1d_backward_recycling(x, kernel, dy, params, use_bias, options, None)
+}
+
+/// [`conv1d_backward_with`], writing `dx` into `recycled` when it is given and has room: a
+/// buffer whose contents do not matter, reused instead of a fresh allocation (whose pages
+/// the OS would fault in and zero on every call).
+pub(crate) fn conv1d_backward_recycling<T: Element>(
+    x: ArrayView3<T>,
+    kernel: ArrayView3<T>,
+    dy: ArrayView3<T>,
+    params: &Conv1dParams,
+    use_bias: bool,
+    options: &ComputeOptions,
+    recycled: Option<Vec<T>>,
+) -> Result<Gradients<T>> {
     let geo = validate(&x, &kernel, &dy, params)?;
     let depthwise_shape = geo.in_per_group() == 1 && geo.filters_per_group() == 1;
     let depthwise = match options.algorithm {
@@ -155,10 +170,11 @@ pub fn conv1d_backward_with<T: Element>(
         && geo.batch > 0
         && geo.out_steps > 0;
     let parallel = options.parallel && geo.macs() >= PARALLEL_MIN_MACS;
+    let mut recycled = recycled;
     let forward_dx = if dx_by_forward {
-        Some(forward::input_gradient(&geo, dy, kernel, options)?)
+        Some(forward::input_gradient(&geo, dy, kernel, options, recycled.take())?)
     } else if dx_by_columns {
-        Some(forward::input_gradient_by_columns(&geo, dy, kernel, options, parallel)?)
+        Some(forward::input_gradient_by_columns(&geo, dy, kernel, options, parallel, recycled.take())?)
     } else {
         None
     };
@@ -166,7 +182,7 @@ pub fn conv1d_backward_with<T: Element>(
     let dy = channels_last(dy, geo.data_format);
     let mut dx = match forward_dx {
         Some(dx) => dx,
-        None => try_zeroed::<T>(x.len())?,
+        None => try_zeroed_in(recycled, x.len())?,
     };
     let mut dkernel = try_zeroed::<T>(kernel.len())?;
     let mut dbias = None;
