@@ -132,7 +132,7 @@ pub(crate) fn conv1d_backward_recycling<T: Element>(
     params: &Conv1dParams,
     use_bias: bool,
     options: &ComputeOptions,
-    recycled: Option<Vec<T>>,
+    mut recycled: Option<Vec<T>>,
 ) -> Result<Gradients<T>> {
     let geo = validate(&x, &kernel, &dy, params)?;
     let depthwise_shape = geo.in_per_group() == 1 && geo.filters_per_group() == 1;
@@ -170,7 +170,6 @@ pub(crate) fn conv1d_backward_recycling<T: Element>(
         && geo.batch > 0
         && geo.out_steps > 0;
     let parallel = options.parallel && geo.macs() >= PARALLEL_MIN_MACS;
-    let mut recycled = recycled;
     let forward_dx = if dx_by_forward {
         Some(forward::input_gradient(&geo, dy, kernel, options, recycled.take())?)
     } else if dx_by_columns {
