@@ -345,8 +345,6 @@ pub(crate) fn compute_new<T: Element>(len: usize, fill: impl FnOnce(&mut [MaybeU
     })
 }
 
-/// [`compute_new`] with a `fill` that may stop early; then the partly written buffer is
-/// dropped unread.
 /// [`try_compute_new`] into `recycled` when given: a buffer of at least `len` elements,
 /// whatever they hold, that saves the page faults of a fresh allocation.
 pub(crate) fn try_compute_in<T: Element>(
@@ -367,6 +365,8 @@ pub(crate) fn try_compute_in<T: Element>(
     }
 }
 
+/// [`compute_new`] with a `fill` that may stop early; then the partly written buffer is
+/// dropped unread.
 pub(crate) fn try_compute_new<T: Element>(len: usize, fill: impl FnOnce(&mut [MaybeUninit<T>]) -> Result<()>) -> Result<Vec<T>> {
     let mut data: Vec<MaybeUninit<T>> = Vec::new();
     data.try_reserve_exact(len)

@@ -59,6 +59,8 @@ struct Plan {
     /// Input steps one chunk of output steps reads, at most.
     span: usize,
     x_layout: XLayout,
+    /// Elements of the panels of one unit of work (none when `x` is read in place).
+    unit_panels: usize,
     /// Row tiles per unit of work: one, or every tap of a channel tile when `x` is in panels.
     tiles_per_unit: usize,
     units: usize,
@@ -89,19 +91,18 @@ impl Plan {
         // A shared panel is copied once for all taps: when it has no more rows than per-tap
         // panels together, and fits the packing bound.
         let shared = span <= k.saturating_mul(STEP_CHUNK) && span * mr <= MAX_PACKED;
-        let (x_layout, tiles_per_unit, units) = if pack_x && shared {
-            (XLayout::Panels { shared }, k, cg.div_ceil(mr))
+        let (x_layout, tiles_per_unit, units, unit_panels) = if pack_x && shared {
+            (XLayout::Panels { shared }, k, cg.div_ceil(mr), span * mr)
         } else if pack_x {
-            (XLayout::Panels { shared }, 1, k * cg.div_ceil(mr))
+            (XLayout::Panels { shared }, 1, k * cg.div_ceil(mr), STEP_CHUNK * mr)
         } else {
-            (XLayout::InPlace, 1, (k * cg).div_ceil(mr))
+            (XLayout::InPlace, 1, (k * cg).div_ceil(mr), 0)
         };
         // Few items, each streaming x and dy once: the results are small and the data long.
         // The split only moves work between threads; it never changes a result.
         let wanted = if workers > 1 { 2 * workers } else { 1 };
         let mut units_per_item = units.div_ceil(wanted.div_ceil(parts * block_chunks).max(1)).max(1);
         if pack_x {
-            let unit_panels = if shared { span * mr } else { STEP_CHUNK * mr };
             units_per_item = units_per_item.min((MAX_PACKED / unit_panels).max(1));
         }
         let partial = geo.filters_per_group() % nr != 0;
@@ -111,6 +112,7 @@ impl Plan {
             part_len: reduction.div_ceil(parts),
             span,
             x_layout,
+            unit_panels,
             tiles_per_unit,
             units,
             units_per_item,
@@ -161,14 +163,16 @@ pub(super) fn kernel_gradient<T: Element>(
     // Per worker: a spare row for tile rows past the end, then packed dy, then the panels of
     // x or a zero-padded window of x for chunks that read padding.
     let dy_len = if plan.pack_dy { plan.blocks_per_item * STEP_CHUNK * nr } else { 0 };
-    let unit_panels = match plan.x_layout {
-        XLayout::InPlace => 0,
-        XLayout::Panels { shared: true } => plan.span * mr,
-        XLayout::Panels { shared: false } => STEP_CHUNK * mr,
-    };
+    let unit_panels = plan.unit_panels;
     let x_len = match plan.x_layout {
         XLayout::InPlace => plan.span * channels,
         XLayout::Panels { .. } => plan.units_per_item * unit_panels,
+    };
+    // The input steps lo..hi that the item's taps read over `count` output steps from t0
+    // (reaching past the input where it is padded).
+    let band = |t0: usize, count: usize, (tap_lo, tap_hi): (usize, usize)| {
+        let base = (t0 * s) as isize - pad;
+        (base + (tap_lo * d) as isize, base + ((count - 1) * s + tap_hi * d) as isize + 1)
     };
     for_each_item::<T, _>(items, MAX_NR + dy_len + x_len, parallel, |item, scratch| {
         let bc = item % plan.block_chunks;
@@ -275,8 +279,7 @@ pub(super) fn kernel_gradient<T: Element>(
                     (x_buf.as_ptr(), 0, if shared { s * mr } else { mr })
                 }
                 XLayout::InPlace => {
-                    let lo = base + (tap_lo * d) as isize;
-                    let hi = base + ((count - 1) * s + tap_hi * d) as isize + 1;
+                    let (lo, hi) = band(t0, count, (tap_lo, tap_hi));
                     if lo >= 0 && hi <= geo.steps as isize {
                         (x.data.as_ptr(), x.offset(n, 0) as isize + base * channels as isize, s * channels)
                     } else {
@@ -290,9 +293,8 @@ pub(super) fn kernel_gradient<T: Element>(
             // panels read a narrow band of long rows, which the hardware does not foresee.
             let mut ahead = LinePrefetch::default();
             if let (XLayout::Panels { .. }, Some(&(n, t0, count))) = (plan.x_layout, chunks.peek()) {
-                let base = (t0 * s) as isize - pad;
-                let lo = (base + (tap_lo * d) as isize).max(0) as usize;
-                let hi = (base + ((count - 1) * s + tap_hi * d) as isize + 1).clamp(0, geo.steps as isize) as usize;
+                let (lo, hi) = band(t0, count, (tap_lo, tap_hi));
+                let (lo, hi) = (lo.max(0) as usize, hi.clamp(0, geo.steps as isize) as usize);
                 if lo < hi {
                     let calls = item_blocks.len() * item_tiles.len();
                     ahead = LinePrefetch::new(&x.data[x.offset(n, lo) + g * cg + c_lo..], hi - lo, channels, c_hi + 1 - c_lo, calls);
