@@ -29,6 +29,8 @@ impl<T: Element> DepthwiseWeights<T> {
 
 /// Output steps computed together, sharing each weight load.
 pub const ROWS: usize = 4;
+/// Data cache per core that a group of channel blocks is sized for.
+const L1_BYTES: usize = 32 * 1024;
 
 /// Runs the depthwise convolution into `out` (standard layout of `geo.output_shape()`),
 /// writing every element.
@@ -55,7 +57,14 @@ pub fn run<T: Element>(
     let out_ptr = SharedOut(out.as_mut_ptr().cast::<T>());
     let parallel = parallel && geo.macs() >= super::PARALLEL_MIN_MACS;
     let fused = use_avx2(simd);
-    let job = Job { geo, weights: &weights.data, bias: &bias, layout, out: out_ptr };
+    let elem = std::mem::size_of::<T>();
+    // As in the GEMM path: outputs far larger than the caches are written around them.
+    let stream = fused
+        && geo.data_format == DataFormat::ChannelsLast
+        && out.len() * elem >= super::gemm::STREAM_MIN_BYTES
+        && (out.as_ptr() as usize) % 16 == 0
+        && (channels * elem) % 16 == 0;
+    let job = Job { geo, weights: &weights.data, bias: &bias, layout, out: out_ptr, stream };
 
     for_each_item::<T, _>(geo.batch * tiles, layout.rows * channels, parallel, |item, tile| {
         let (n, index) = (item / tiles, item % tiles);
@@ -65,6 +74,9 @@ pub fn run<T: Element>(
         if fused {
             // SAFETY: `fused` is only true when AVX2 and FMA were detected.
             unsafe { job.tile_fma(n, t0, source) };
+            if stream {
+                super::microkernel::avx2::store_fence();
+            }
             return;
         }
         job.tile::<false>(n, t0, source);
@@ -78,6 +90,7 @@ struct Job<'a, T> {
     bias: &'a [T],
     layout: TileLayout,
     out: SharedOut<T>,
+    stream: bool,
 }
 
 impl<T: Element> Job<'_, T> {
@@ -98,46 +111,52 @@ impl<T: Element> Job<'_, T> {
             DataFormat::ChannelsLast => (channels, 1),
             DataFormat::ChannelsFirst => (1, geo.out_steps),
         };
-        // Channel blocks outermost: one block's rows of the tile and its weights stay in L1
-        // while the output steps slide over them.
-        let mut c = 0;
-        while c < channels {
-            let lanes = if c + block.lanes <= channels { block.lanes } else { 1 };
-            let out_base = match geo.data_format {
-                DataFormat::ChannelsLast => (n * geo.out_steps + t0) * channels,
-                DataFormat::ChannelsFirst => n * channels * geo.out_steps + t0,
-            };
-            let args = DepthwiseArgs {
-                // SAFETY: channel c of the tile's first row is inside it.
-                input: unsafe { source.ptr.add(c) },
-                row_stride: self.layout.row_step * source.pitch,
-                tap_stride: self.layout.tap_step * source.pitch,
-                taps: geo.kernel_size,
-                weights: self.weights[c..].as_ptr(),
-                weight_stride: channels,
-                bias: self.bias[c..].as_ptr(),
-                // SAFETY: the offset addresses an output element of this work item.
-                out: unsafe { self.out.get().add(out_base + c * out_lane) },
-                out_row,
-                out_lane,
-                rows: t_end - t0,
-            };
-            // SAFETY: the tile covers every tap of its steps rounded up to ROWS (TileLayout),
-            // weights and bias have `lanes` channels from c, and steps t0..t_end of these
-            // channels belong to this work item alone.
-            unsafe {
-                if lanes == 1 {
-                    block_generic::<T, 1, FUSED>(args)
-                } else {
-                    (block.run)(args)
-                }
+        let out_base = match geo.data_format {
+            DataFormat::ChannelsLast => (n * geo.out_steps + t0) * channels,
+            DataFormat::ChannelsFirst => n * channels * geo.out_steps + t0,
+        };
+        let args = |c: usize, blocks: usize| DepthwiseArgs {
+            // SAFETY: channel c of the tile's first row is inside it.
+            input: unsafe { source.ptr.add(c) },
+            row_stride: self.layout.row_step * source.pitch,
+            tap_stride: self.layout.tap_step * source.pitch,
+            taps: geo.kernel_size,
+            weights: self.weights[c..].as_ptr(),
+            weight_stride: channels,
+            bias: self.bias[c..].as_ptr(),
+            // SAFETY: the offset addresses an output element of this work item.
+            out: unsafe { self.out.get().add(out_base + c * out_lane) },
+            out_row,
+            out_lane,
+            rows: t_end - t0,
+            blocks,
+            stream: self.stream,
+        };
+        let full = channels / block.lanes;
+        // Blocks taken together: as many as keep the rows that ROWS steps read within half of
+        // L1, so every tap after the first hits it. With channels_first the output lanes are
+        // far apart, and one block at a time writes each output line in one go.
+        let window_rows = (ROWS - 1) * self.layout.row_step + (geo.kernel_size - 1) * self.layout.tap_step + 1;
+        let block_bytes = window_rows * block.lanes * std::mem::size_of::<T>();
+        let chunk = match geo.data_format {
+            DataFormat::ChannelsLast => (L1_BYTES / 2 / block_bytes).clamp(1, full.max(1)),
+            DataFormat::ChannelsFirst => 1,
+        };
+        // SAFETY: the tile covers every tap of its steps rounded up to ROWS (TileLayout),
+        // weights and bias have every channel from c, and steps t0..t_end of these channels
+        // belong to this work item alone.
+        unsafe {
+            for first in (0..full).step_by(chunk) {
+                (block.run)(args(first * block.lanes, chunk.min(full - first)));
             }
-            c += lanes;
+            for c in full * block.lanes..channels {
+                block_generic::<T, 1, FUSED>(args(c, 1));
+            }
         }
     }
 }
 
-/// Operands of one block of `ROWS` output steps x `lanes` channels.
+/// Operands of `blocks` adjacent blocks of `lanes` channels over a tile's output steps.
 #[derive(Clone, Copy)]
 pub struct DepthwiseArgs<T> {
     /// Packed input: tap `j` of output row `r`, channel `l` at `input[r * row_stride + j * tap_stride + l]`.
@@ -155,6 +174,12 @@ pub struct DepthwiseArgs<T> {
     pub out_row: usize,
     pub out_lane: usize,
     pub rows: usize,
+    /// Blocks of `lanes` channels side by side. Each group of `ROWS` steps is finished across
+    /// all of them before the next, so memory is read row by row, in order, where the
+    /// hardware prefetcher follows it, instead of down one block's column of lines.
+    pub blocks: usize,
+    /// Write around the caches (16-byte aligned rows with unit lane stride only).
+    pub stream: bool,
 }
 
 /// A depthwise block kernel and the channels it handles at once.
@@ -173,25 +198,28 @@ pub struct DepthwiseBlock<T> {
 #[inline(always)]
 pub unsafe fn block_generic<T: Element, const W: usize, const FUSED: bool>(a: DepthwiseArgs<T>) {
     for start in (0..a.rows).step_by(ROWS) {
-        let mut acc = [[T::zero(); W]; ROWS];
-        for j in 0..a.taps {
-            for (r, acc_row) in acc.iter_mut().enumerate() {
-                for (l, v) in acc_row.iter_mut().enumerate() {
-                    // SAFETY: in bounds by the caller's contract.
-                    let (x, w) = unsafe {
-                        (
-                            *a.input.add((start + r) * a.row_stride + j * a.tap_stride + l),
-                            *a.weights.add(j * a.weight_stride + l),
-                        )
-                    };
-                    *v = if FUSED { x.mul_add(w, *v) } else { *v + x * w };
+        for b in 0..a.blocks {
+            let c = b * W;
+            let mut acc = [[T::zero(); W]; ROWS];
+            for j in 0..a.taps {
+                for (r, acc_row) in acc.iter_mut().enumerate() {
+                    for (l, v) in acc_row.iter_mut().enumerate() {
+                        // SAFETY: in bounds by the caller's contract.
+                        let (x, w) = unsafe {
+                            (
+                                *a.input.add((start + r) * a.row_stride + j * a.tap_stride + c + l),
+                                *a.weights.add(j * a.weight_stride + c + l),
+                            )
+                        };
+                        *v = if FUSED { x.mul_add(w, *v) } else { *v + x * w };
+                    }
                 }
             }
-        }
-        for (r, acc_row) in acc.iter().enumerate().take(a.rows - start) {
-            for (l, v) in acc_row.iter().enumerate() {
-                // SAFETY: in bounds by the caller's contract.
-                unsafe { *a.out.add((start + r) * a.out_row + l * a.out_lane) = *v + *a.bias.add(l) };
+            for (r, acc_row) in acc.iter().enumerate().take(a.rows - start) {
+                for (l, v) in acc_row.iter().enumerate() {
+                    // SAFETY: in bounds by the caller's contract.
+                    unsafe { *a.out.add((start + r) * a.out_row + (c + l) * a.out_lane) = *v + *a.bias.add(c + l) };
+                }
             }
         }
     }
@@ -203,46 +231,54 @@ pub mod avx2 {
     use std::arch::x86_64::*;
 
     macro_rules! depthwise_block {
-        ($name:ident, $t:ty, $lanes:expr, $step:expr, $zero:ident, $load:ident, $fma:ident, $add:ident, $store:ident) => {
+        ($name:ident, $t:ty, $lanes:expr, $step:expr, $zero:ident, $load:ident, $fma:ident, $add:ident, $store:ident,
+         $stream:ident, $cast_low:ident, $high:ident, $quarter:expr) => {
             /// `ROWS` steps x two registers of channels, accumulators in registers across all taps.
             ///
             /// # Safety
             /// As `DepthwiseBlock::run`; the CPU has AVX2 and FMA.
             #[target_feature(enable = "avx2,fma")]
             pub unsafe fn $name(a: DepthwiseArgs<$t>) {
-                // SAFETY: bias has `lanes` values.
-                let (b0, b1) = unsafe { ($load(a.bias), $load(a.bias.add($step))) };
                 for start in (0..a.rows).step_by(ROWS) {
-                    let mut acc = [[$zero(); 2]; ROWS];
-                    // SAFETY: rows start..start+ROWS exist in the tile (caller's contract).
-                    let input = unsafe { a.input.add(start * a.row_stride) };
-                    for j in 0..a.taps {
-                        // SAFETY: tap j's weights and inputs exist for every row (caller's contract).
-                        unsafe {
-                            let w = a.weights.add(j * a.weight_stride);
-                            let (w0, w1) = ($load(w), $load(w.add($step)));
-                            let x = input.add(j * a.tap_stride);
-                            for (r, row) in acc.iter_mut().enumerate() {
-                                let xr = x.add(r * a.row_stride);
-                                row[0] = $fma($load(xr), w0, row[0]);
-                                row[1] = $fma($load(xr.add($step)), w1, row[1]);
+                    for b in 0..a.blocks {
+                        let c = b * $lanes;
+                        let mut acc = [[$zero(); 2]; ROWS];
+                        // SAFETY: rows start..start+ROWS exist in the tile (caller's contract).
+                        let input = unsafe { a.input.add(start * a.row_stride + c) };
+                        for j in 0..a.taps {
+                            // SAFETY: tap j's weights and inputs exist for every row (caller's contract).
+                            unsafe {
+                                let w = a.weights.add(j * a.weight_stride + c);
+                                let (w0, w1) = ($load(w), $load(w.add($step)));
+                                let x = input.add(j * a.tap_stride);
+                                for (r, row) in acc.iter_mut().enumerate() {
+                                    let xr = x.add(r * a.row_stride);
+                                    row[0] = $fma($load(xr), w0, row[0]);
+                                    row[1] = $fma($load(xr.add($step)), w1, row[1]);
+                                }
                             }
                         }
-                    }
-                    // SAFETY: output rows below `rows` belong to the caller.
-                    unsafe {
-                        for (r, row) in acc.iter().enumerate().take(a.rows - start) {
-                            let (v0, v1) = ($add(row[0], b0), $add(row[1], b1));
-                            let out = a.out.add((start + r) * a.out_row);
-                            if a.out_lane == 1 {
-                                $store(out, v0);
-                                $store(out.add($step), v1);
-                            } else {
-                                let mut lanes = [0.0 as $t; $lanes];
-                                $store(lanes.as_mut_ptr(), v0);
-                                $store(lanes.as_mut_ptr().add($step), v1);
-                                for (l, v) in lanes.iter().enumerate() {
-                                    *out.add(l * a.out_lane) = *v;
+                        // SAFETY: output rows below `rows` belong to the caller; bias has every lane.
+                        unsafe {
+                            let (b0, b1) = ($load(a.bias.add(c)), $load(a.bias.add(c + $step)));
+                            for (r, row) in acc.iter().enumerate().take(a.rows - start) {
+                                let (v0, v1) = ($add(row[0], b0), $add(row[1], b1));
+                                let out = a.out.add((start + r) * a.out_row + c * a.out_lane);
+                                if a.stream {
+                                    $stream(out, $cast_low(v0));
+                                    $stream(out.add($quarter), $high(v0, 1));
+                                    $stream(out.add($step), $cast_low(v1));
+                                    $stream(out.add($step + $quarter), $high(v1, 1));
+                                } else if a.out_lane == 1 {
+                                    $store(out, v0);
+                                    $store(out.add($step), v1);
+                                } else {
+                                    let mut lanes = [0.0 as $t; $lanes];
+                                    $store(lanes.as_mut_ptr(), v0);
+                                    $store(lanes.as_mut_ptr().add($step), v1);
+                                    for (l, v) in lanes.iter().enumerate() {
+                                        *out.add(l * a.out_lane) = *v;
+                                    }
                                 }
                             }
                         }
@@ -252,6 +288,8 @@ pub mod avx2 {
         };
     }
 
-    depthwise_block!(f32_4x16, f32, 16, 8, _mm256_setzero_ps, _mm256_loadu_ps, _mm256_fmadd_ps, _mm256_add_ps, _mm256_storeu_ps);
-    depthwise_block!(f64_4x8, f64, 8, 4, _mm256_setzero_pd, _mm256_loadu_pd, _mm256_fmadd_pd, _mm256_add_pd, _mm256_storeu_pd);
+    depthwise_block!(f32_4x16, f32, 16, 8, _mm256_setzero_ps, _mm256_loadu_ps, _mm256_fmadd_ps, _mm256_add_ps, _mm256_storeu_ps,
+        _mm_stream_ps, _mm256_castps256_ps128, _mm256_extractf128_ps, 4);
+    depthwise_block!(f64_4x8, f64, 8, 4, _mm256_setzero_pd, _mm256_loadu_pd, _mm256_fmadd_pd, _mm256_add_pd, _mm256_storeu_pd,
+        _mm_stream_pd, _mm256_castpd256_pd128, _mm256_extractf128_pd, 2);
 }

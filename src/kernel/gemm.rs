@@ -67,7 +67,7 @@ const L1_BYTES: usize = 32 * 1024;
 const GROUP_CHUNK_MAX_BYTES: usize = 128 * 1024;
 
 /// Output size from which results bypass the caches.
-const STREAM_MIN_BYTES: usize = 8 << 20;
+pub(crate) const STREAM_MIN_BYTES: usize = 8 << 20;
 
 /// Runs the convolution into `out`, a standard-layout buffer of `geo.output_shape()`.
 /// `x` is viewed as `(batch, steps, channels)` whatever its memory layout.
