@@ -89,6 +89,24 @@ fn large_gemm_matches_reference_bitwise_across_thread_settings() {
 }
 
 #[test]
+fn one_short_sequence_split_across_threads_matches_reference_bitwise() {
+    // One batch item whose steps fit one tile: with parallel on it is cut into a tile per
+    // thread, and every setting must give the reference's sums exactly.
+    let c = Case {
+        batch: 1,
+        steps: 130,
+        groups: 1,
+        in_per_group: 64,
+        filters_per_group: 128,
+        kernel_size: 5,
+        params: Conv1dParams::new().padding(Padding::Same),
+        use_bias: true,
+        seed: 17,
+    };
+    check::<f32>(&c, |v| v as f32).unwrap();
+}
+
+#[test]
 fn groups_taken_several_at_a_time_match_reference_with_a_short_last_run() {
     // Per-group weights near the panel-major bound, so a work item takes a run of groups
     // (5 of f32's 24 KiB panels, 5 of f64's) and 7 groups leave a shorter last run.

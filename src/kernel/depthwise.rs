@@ -4,7 +4,7 @@
 //! Accumulators for `ROWS` output steps x `LANES` channels stay in registers over all taps.
 
 use super::tile::{tile_source, TileLayout, TileSource, TILE_TARGET_BYTES};
-use super::{for_each_item, use_avx2, Element, SharedOut, Simd};
+use super::{for_each_item, min_tiles, use_avx2, Element, SharedOut, Simd};
 use crate::geometry::Geometry;
 use crate::params::DataFormat;
 use ndarray::{ArrayView1, ArrayView3};
@@ -47,7 +47,8 @@ pub fn run<T: Element>(
     if geo.batch == 0 || geo.out_steps == 0 || channels == 0 {
         return;
     }
-    let layout = TileLayout::choose(geo, ROWS, channels, std::mem::size_of::<T>(), TILE_TARGET_BYTES);
+    let parallel = parallel && geo.macs() >= super::PARALLEL_MIN_MACS;
+    let layout = TileLayout::choose(geo, ROWS, channels, std::mem::size_of::<T>(), TILE_TARGET_BYTES, min_tiles(geo, parallel, geo.batch));
     let steps = layout.steps;
     let tiles = geo.out_steps.div_ceil(steps);
     let bias: Vec<T> = match bias {
@@ -55,7 +56,6 @@ pub fn run<T: Element>(
         None => vec![T::zero(); channels],
     };
     let out_ptr = SharedOut(out.as_mut_ptr().cast::<T>());
-    let parallel = parallel && geo.macs() >= super::PARALLEL_MIN_MACS;
     let fused = use_avx2(simd);
     let elem = std::mem::size_of::<T>();
     // As in the GEMM path: outputs far larger than the caches are written around them.

@@ -5,7 +5,7 @@
 
 use super::microkernel::{Lhs, MicroKernel, MAX_TILE};
 use super::tile::{tile_source, TileLayout, TileSource, LARGE_TILE_TARGET_BYTES, TILE_TARGET_BYTES};
-use super::{for_each_item, Element, SharedOut};
+use super::{for_each_item, min_tiles, Element, SharedOut};
 use crate::geometry::Geometry;
 use crate::params::DataFormat;
 use ndarray::{ArrayView1, ArrayView3};
@@ -114,11 +114,11 @@ pub fn run<T: Element>(
     let chunks = geo.groups.div_ceil(chunk);
     let tile_bytes =
         if panel_len * std::mem::size_of::<T>() > L1_BYTES { LARGE_TILE_TARGET_BYTES } else { TILE_TARGET_BYTES };
-    let layout = TileLayout::choose(geo, mr, chunk * cg, std::mem::size_of::<T>(), tile_bytes);
+    let parallel = parallel && geo.macs() >= super::PARALLEL_MIN_MACS;
+    let layout = TileLayout::choose(geo, mr, chunk * cg, std::mem::size_of::<T>(), tile_bytes, min_tiles(geo, parallel, geo.batch * chunks));
     let tiles = geo.out_steps.div_ceil(layout.steps);
     let items = geo.batch * chunks * tiles;
     let out_ptr = SharedOut(out.as_mut_ptr().cast::<T>());
-    let parallel = parallel && geo.macs() >= super::PARALLEL_MIN_MACS;
     // Outputs far larger than the caches would not stay there anyway: write around them, which
     // also saves reading each output line before writing it (measured faster however much
     // work each element takes). Only tiles whose rows span a cache line's worth of filters:

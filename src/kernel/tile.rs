@@ -32,12 +32,13 @@ pub struct TileLayout {
 
 impl TileLayout {
     /// A tile of `channels` channels whose step count is a multiple of `mr`, of about
-    /// `target_bytes` (at least `mr` steps).
-    pub fn choose(geo: &Geometry, mr: usize, channels: usize, elem: usize, target_bytes: usize) -> Self {
+    /// `target_bytes` (at least `mr` steps), and short enough that the output steps make at
+    /// least `min_tiles` tiles where they can.
+    pub fn choose(geo: &Geometry, mr: usize, channels: usize, elem: usize, target_bytes: usize, min_tiles: usize) -> Self {
         let cg = channels;
         let span = geo.halo() + 1;
         let row_step = geo.strides.min(span);
-        let max_steps = geo.out_steps.div_ceil(mr) * mr;
+        let max_steps = geo.out_steps.div_ceil(min_tiles.max(1)).div_ceil(mr) * mr;
         // Smallest tile is MR steps; grow it while it stays in the byte budget.
         let rows_for = |steps: usize| (steps - 1) * row_step + span;
         let mut steps = mr;
