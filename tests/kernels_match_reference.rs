@@ -89,6 +89,27 @@ fn large_gemm_matches_reference_bitwise_across_thread_settings() {
 }
 
 #[test]
+fn depthwise_channels_first_rows_in_segments_match_reference() {
+    // Rows longer than one segment of output steps, with padding at both ends of a row and
+    // a last register block that runs past the row's end.
+    for padding in [Padding::Same, Padding::Causal, Padding::Valid] {
+        let c = Case {
+            batch: 2,
+            steps: 4500,
+            groups: 5,
+            in_per_group: 1,
+            filters_per_group: 1,
+            kernel_size: 9,
+            params: Conv1dParams::new().groups(5).dilation_rate(3).padding(padding).data_format(DataFormat::ChannelsFirst),
+            use_bias: true,
+            seed: 19,
+        };
+        check::<f32>(&c, |v| v as f32).unwrap();
+        check::<f64>(&c, |v| v).unwrap();
+    }
+}
+
+#[test]
 fn one_short_sequence_split_across_threads_matches_reference_bitwise() {
     // One batch item whose steps fit one tile: with parallel on it is cut into a tile per
     // thread, and every setting must give the reference's sums exactly.

@@ -47,6 +47,9 @@ pub fn run<T: Element>(
     if geo.batch == 0 || geo.out_steps == 0 || channels == 0 {
         return;
     }
+    if super::depthwise_steps::applies(geo, &x) {
+        return super::depthwise_steps::run(geo, x, weights, bias, use_avx2(simd), parallel, out);
+    }
     let parallel = parallel && geo.macs() >= super::PARALLEL_MIN_MACS;
     let layout = TileLayout::choose(geo, ROWS, channels, std::mem::size_of::<T>(), TILE_TARGET_BYTES, min_tiles(geo, parallel, geo.batch));
     let steps = layout.steps;

@@ -2,6 +2,7 @@
 //! validated sizes only (see [`crate::geometry::Geometry`]).
 
 pub mod depthwise;
+pub mod depthwise_steps;
 pub mod fft;
 pub mod gemm;
 pub mod microkernel;

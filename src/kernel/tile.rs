@@ -137,18 +137,23 @@ pub fn pack_tile<T: Element>(
             }
         }
     } else {
-        // Channels are not contiguous (channels_first): walk each channel along its steps.
-        for r in 0..layout.rows {
-            let step = layout.input_step(geo, t0, r);
-            let row = &mut rows[r * cg..(r + 1) * cg];
-            match step {
-                Some(step) => {
-                    for (c, v) in row.iter_mut().enumerate() {
-                        // SAFETY: `step < steps` and `c < cg`: an element of x.
-                        *v = unsafe { *base.offset(step as isize * step_stride + c as isize * channel_stride) };
+        // Channels are not contiguous (channels_first). Channels are taken a few at a time down
+        // all rows, so each source line is read whole while it is in L1: channel rows a power of
+        // two apart share a cache set, and row by row across every channel evicts them.
+        const CHANNELS_AT_ONCE: usize = 8;
+        for c0 in (0..cg).step_by(CHANNELS_AT_ONCE) {
+            let width = CHANNELS_AT_ONCE.min(cg - c0);
+            for r in 0..layout.rows {
+                let row = &mut rows[r * cg + c0..][..width];
+                match layout.input_step(geo, t0, r) {
+                    Some(step) => {
+                        for (c, v) in row.iter_mut().enumerate() {
+                            // SAFETY: `step < steps` and `c0 + c < cg`: an element of x.
+                            *v = unsafe { *base.offset(step as isize * step_stride + (c0 + c) as isize * channel_stride) };
+                        }
                     }
+                    None => row.fill(T::zero()),
                 }
-                None => row.fill(T::zero()),
             }
         }
     }
