@@ -103,7 +103,9 @@ pub fn run<T: Element>(
     // L2 while the panels stream past.
     let panel_len = weights.depth() * nr;
     let group_weight_bytes = blocks * panel_len * std::mem::size_of::<T>();
-    let panel_major = group_weight_bytes <= PANEL_MAJOR_MAX_BYTES;
+    // channels_first output is gathered per filter block (below), so blocks go outermost.
+    let channels_first = geo.data_format == DataFormat::ChannelsFirst;
+    let panel_major = group_weight_bytes <= PANEL_MAJOR_MAX_BYTES && !channels_first;
     // Small groups are taken several at a time, so that a work item reads whole input rows
     // and writes whole output rows, in order, instead of a few cache lines per row.
     let chunk = if panel_major {
@@ -129,7 +131,13 @@ pub fn run<T: Element>(
         && nr * std::mem::size_of::<T>() >= 64
         && (geo.filters * std::mem::size_of::<T>()) % 16 == 0;
 
-    for_each_item::<T, _>(items, layout.rows * chunk * cg, parallel, |item, packed| {
+    // With channels_first, a filter block's outputs for the whole tile are gathered here and
+    // written out one filter row at a time: writing each micro-tile's few steps per filter
+    // straight out touches nr lines a power of two apart, which share a cache set.
+    let tile_len = layout.rows * chunk * cg;
+    let block_len = if channels_first { layout.steps * nr } else { 0 };
+    for_each_item::<T, _>(items, tile_len + block_len, parallel, |item, scratch| {
+        let (packed, out_block) = scratch.split_at_mut(tile_len);
         let tile = item % tiles;
         let g0 = (item / tiles) % chunks * chunk;
         let n = item / (tiles * chunks);
@@ -173,7 +181,22 @@ pub fn run<T: Element>(
                 channels,
             };
             let rows = mr.min(geo.out_steps - t0);
-            if geo.data_format == DataFormat::ChannelsLast && rows == mr && cols == nr {
+            if channels_first {
+                // SAFETY: as above, into rows t0 - t_begin.. of the block, which has the tile's
+                // steps (a multiple of mr) of nr filters.
+                unsafe { (mk.run)(lhs, b, bias_ptr, out_block[(t0 - t_begin) * nr..].as_mut_ptr(), nr) };
+                if panel + 1 == panels {
+                    for jj in 0..cols {
+                        let start = (n * geo.filters + o0 + jj) * geo.out_steps + t_begin;
+                        // SAFETY: steps t_begin..t_end of filter o0 + jj of batch item n are
+                        // inside the output and owned by this work item alone.
+                        let row = unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add(start).cast::<MaybeUninit<T>>(), t_end - t_begin) };
+                        for (i, v) in row.iter_mut().enumerate() {
+                            v.write(out_block[i * nr + jj]);
+                        }
+                    }
+                }
+            } else if rows == mr && cols == nr {
                 let offset = (n * geo.out_steps + t0) * geo.filters + o0;
                 // SAFETY: rows t0..t0+mr and filters o0..o0+nr of batch item n lie inside the
                 // output and belong to this work item alone (items split batch x groups x steps);
@@ -186,15 +209,10 @@ pub fn run<T: Element>(
                 // SAFETY: as above, into a stack tile of MAX_TILE >= mr * nr elements.
                 unsafe { (mk.run)(lhs, b, bias_ptr, scratch_tile.as_mut_ptr(), nr) };
                 for i in 0..rows {
-                    for jj in 0..cols {
-                        let (t, o) = (t0 + i, o0 + jj);
-                        let index = match geo.data_format {
-                            DataFormat::ChannelsLast => (n * geo.out_steps + t) * geo.filters + o,
-                            DataFormat::ChannelsFirst => (n * geo.filters + o) * geo.out_steps + t,
-                        };
-                        // SAFETY: index is inside the output and owned by this work item.
-                        unsafe { *out_ptr.get().add(index) = scratch_tile[i * nr + jj] };
-                    }
+                    let start = (n * geo.out_steps + t0 + i) * geo.filters + o0;
+                    // SAFETY: filters o0..o0 + cols of step t0 + i are inside the output and
+                    // owned by this work item; the stack tile has nr >= cols per row.
+                    unsafe { std::ptr::copy_nonoverlapping(scratch_tile[i * nr..].as_ptr(), out_ptr.get().add(start), cols) };
                 }
             }
             if panel_major {
