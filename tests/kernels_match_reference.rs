@@ -199,6 +199,8 @@ fn fft_path_matches_reference_within_rounding() {
         (1, 257, 2, 2, 3, 17, 3, Padding::Causal, DataFormat::ChannelsFirst),
         (3, 120, 1, 1, 5, 33, 2, Padding::Valid, DataFormat::ChannelsLast),
         (1, 50, 4, 1, 1, 64, 1, Padding::Same, DataFormat::ChannelsFirst),
+        // Filters gathered 16 at a time into channels_last rows: two full runs and a short one.
+        (2, 200, 2, 2, 37, 24, 1, Padding::Same, DataFormat::ChannelsLast),
     ];
     for (batch, steps, groups, cg, fg, k, d, padding, format) in cases {
         let c = Case {

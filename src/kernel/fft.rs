@@ -18,6 +18,9 @@ use realfft::{ComplexToReal, RealFftPlanner, RealToComplex};
 use std::mem::MaybeUninit;
 use std::sync::Arc;
 
+/// Filters whose outputs are gathered before being written to channels_last rows.
+const FILTERS_AT_ONCE: usize = 16;
+
 /// Kernel spectra for one dilation, ready for any input length.
 pub struct FftWeights<T: Element> {
     pub dilation_rate: usize,
@@ -163,6 +166,7 @@ pub fn run<T: Element>(
     let scratch_len = weights.forward.get_scratch_len().max(weights.inverse.get_scratch_len());
     let parallel = parallel && geo.macs() >= super::PARALLEL_MIN_MACS;
     let fused = super::use_avx2(super::Simd::Auto);
+    let channels_last = geo.data_format == DataFormat::ChannelsLast;
 
     for_each_item::<T, _>(items, 0, parallel, |item, _| {
         let block = item % blocks;
@@ -188,6 +192,9 @@ pub fn run<T: Element>(
                 inputs_im[c * bins + f] = v.im;
             }
         }
+        // channels_last rows are gathered for a few filters at a time and written a line at a
+        // time: one filter's steps alone land a whole row of filters apart.
+        let mut gathered = vec![T::zero(); if channels_last { count * FILTERS_AT_ONCE } else { 0 }];
         for o in 0..fg {
             product_re.fill(0.0);
             product_im.fill(0.0);
@@ -206,16 +213,30 @@ pub fn run<T: Element>(
             weights.inverse.process_with_scratch(&mut spectrum, &mut signal, &mut scratch).expect("buffers sized by the plan");
             let filter = g * fg + o;
             let bias = bias.map_or(0.0, |b| to_f64(b[filter]));
-            for i in 0..count {
-                let t = t0 + i;
-                let index = match geo.data_format {
-                    DataFormat::ChannelsLast => (b * geo.out_steps + t) * geo.filters + filter,
-                    DataFormat::ChannelsFirst => (b * geo.filters + filter) * geo.out_steps + t,
-                };
-                // One rounding to T, bias included.
-                let value = T::from(signal[span - 1 + i] + bias).unwrap_or_else(T::nan);
-                // SAFETY: steps t0..t0+count of this batch item and group belong to this item alone.
-                unsafe { *out_ptr.get().add(index) = value };
+            // One rounding to T, bias included.
+            let values = signal[span - 1..][..count].iter().map(|v| T::from(v + bias).unwrap_or_else(T::nan));
+            if !channels_last {
+                for (i, value) in values.enumerate() {
+                    // SAFETY: steps t0..t0+count of this batch item and group belong to this item alone.
+                    unsafe { *out_ptr.get().add((b * geo.filters + filter) * geo.out_steps + t0 + i) = value };
+                }
+                continue;
+            }
+            let lane = o % FILTERS_AT_ONCE;
+            for (i, value) in values.enumerate() {
+                gathered[i * FILTERS_AT_ONCE + lane] = value;
+            }
+            if lane + 1 == FILTERS_AT_ONCE || o + 1 == fg {
+                let (first_filter, width) = (filter - lane, lane + 1);
+                for (i, row) in gathered.chunks_exact(FILTERS_AT_ONCE).enumerate() {
+                    let index = (b * geo.out_steps + t0 + i) * geo.filters + first_filter;
+                    // SAFETY: filters first_filter..=filter of steps t0..t0+count of this batch
+                    // item belong to this item alone.
+                    let dst = unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add(index).cast::<MaybeUninit<T>>(), width) };
+                    for (d, &v) in dst.iter_mut().zip(row) {
+                        d.write(v);
+                    }
+                }
             }
         }
     });
