@@ -242,7 +242,17 @@ pub mod avx2 {
             /// As `DepthwiseBlock::run`; the CPU has AVX2 and FMA.
             #[target_feature(enable = "avx2,fma")]
             pub unsafe fn $name(a: DepthwiseArgs<$t>) {
+                let newest_tap = (a.taps - 1) * a.tap_stride;
                 for start in (0..a.rows).step_by(ROWS) {
+                    // The rows the next group of steps reads for the first time, fetched while
+                    // this group computes: demand misses on them stall every block. A prefetch
+                    // does not fault, so rows past the tile need no check.
+                    for r in ROWS..2 * ROWS {
+                        let row = a.input.wrapping_add((start + r) * a.row_stride + newest_tap).cast::<i8>();
+                        for line in (0..a.blocks * $lanes * std::mem::size_of::<$t>()).step_by(64) {
+                            _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(line));
+                        }
+                    }
                     for b in 0..a.blocks {
                         let c = b * $lanes;
                         let mut acc = [[$zero(); 2]; ROWS];
