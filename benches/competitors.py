@@ -145,13 +145,24 @@ def make_conv1d_rs(case, x, kernel, bias) -> Competitor:
     except ImportError as e:
         return Competitor("conv1d_rs", None, reason=f"conv1d_rs not importable: {e}")
     prepared = PreparedKernel(kernel, case["groups"])
+    x = _in_layout(case, x)
     args = (x, bias, case["strides"], case["padding"], case["data_format"], case["dilation_rate"], case["groups"])
 
     def run():
         return prepared.forward(*args)
 
     out = np.asarray(run())
-    return Competitor("conv1d_rs", run, out, detail=_path_taken(prepared, kernel, case, args, out))
+    return Competitor("conv1d_rs", run, _as_nwc(case, out), detail=_path_taken(prepared, kernel, case, args, out))
+
+
+def _in_layout(case, x):
+    """The NWC input in the case's `data_format` (transposed once, outside the timing)."""
+    return np.ascontiguousarray(x.transpose(0, 2, 1)) if case["data_format"] == "channels_first" else x
+
+
+def _as_nwc(case, out):
+    """An output in the case's `data_format` as NWC, the layout outputs are compared in."""
+    return out.transpose(0, 2, 1) if case["data_format"] == "channels_first" else out
 
 
 def _path_taken(prepared, kernel, case, args, out) -> str:
@@ -174,11 +185,12 @@ def make_conv1d_rs_plain(case, x, kernel, bias) -> Competitor:
     except ImportError as e:
         return Competitor("conv1d_rs_plain", None, reason=f"conv1d_rs not importable: {e}")
     kw = {key: case[key] for key in ("strides", "padding", "data_format", "dilation_rate", "groups")}
+    x = _in_layout(case, x)
 
     def run():
         return conv1d_rs.conv1d(x, kernel, bias, **kw)
 
-    return Competitor("conv1d_rs_plain", run, np.asarray(run()))
+    return Competitor("conv1d_rs_plain", run, _as_nwc(case, np.asarray(run())))
 
 
 # --------------------------------------------------------------------------- PyTorch

@@ -138,6 +138,7 @@ def time_case(case: dict, frameworks: list[str], args) -> dict:
     result = {
         "name": case["name"],
         "shape": C.shape_summary(case),
+        "data_format": case["data_format"],
         "gflop": case["gflop"],
         "algorithm": built["conv1d_rs"].detail if "conv1d_rs" in built else None,
         "reps": reps,
@@ -214,7 +215,12 @@ def write_markdown(run: dict, path: Path) -> None:
         "of back-to-back calls; times are the median per-call time in ms. conv1d_rs is the prepared kernel "
         "(weights packed once, as the layer holds them); *plain* is `conv1d_rs.conv1d`, which packs them on every call. "
         "torch and ort take NCW input (their native layout, transposed once outside the timing); jax and tf take NWC. "
-        "Keras `same`/`causal` padding is reproduced exactly and is inside the timed call. "
+        + (
+            "conv1d_rs takes these cases `channels_first` (NCW, transposed once outside the timing). "
+            if any(c.get("data_format") == "channels_first" for c in cases)
+            else ""
+        )
+        + "Keras `same`/`causal` padding is reproduced exactly and is inside the timed call. "
         f"Every output matches conv1d_rs within {C.RTOL:g} of the output's magnitude unless marked. "
         "Speedup = best competitor time / conv1d_rs time (above 1: conv1d_rs is faster). "
         "GFLOP/s counts the FLOPs of the direct convolution (2 x multiply-adds, the suite's `gflop`), so on the "
