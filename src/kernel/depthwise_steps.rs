@@ -14,7 +14,7 @@ const SEGMENT: usize = 2048;
 /// Output steps whose sums stay in registers over all taps.
 const BLOCK: usize = 32;
 /// Longest kernel span this path takes, which bounds a segment's input copy.
-pub const MAX_SPAN: usize = 4096;
+const MAX_SPAN: usize = 4096;
 
 /// True when the along-steps kernel applies: channels_first, stride 1, steps contiguous.
 pub fn applies<T>(geo: &Geometry, x: &ArrayView3<T>) -> bool {
