@@ -151,6 +151,32 @@ fn groups_taken_several_at_a_time_match_reference_with_a_short_last_run() {
 }
 
 #[test]
+fn tiles_taken_in_strips_match_reference() {
+    // One kernel call computes a strip of tiles: across groups of exactly one register block
+    // of filters (8 and 16 for f32, 4 and 8 for f64), across a group's full blocks before a
+    // partial one (40 filters), and down a tile's full panels before a short last one when a
+    // block's weights are too large to revisit per panel (64 x 3 x 40 values).
+    let shapes = [(5usize, 4usize, 8usize, 7usize), (5, 4, 16, 7), (3, 4, 4, 5), (3, 4, 40, 2), (3, 64, 40, 1)];
+    for (k, cg, fg, groups) in shapes {
+        for format in [DataFormat::ChannelsLast, DataFormat::ChannelsFirst] {
+            let c = Case {
+                batch: 2,
+                steps: 203,
+                groups,
+                in_per_group: cg,
+                filters_per_group: fg,
+                kernel_size: k,
+                params: Conv1dParams::new().groups(groups).padding(Padding::Same).data_format(format),
+                use_bias: true,
+                seed: 23,
+            };
+            check::<f32>(&c, |v| v as f32).unwrap();
+            check::<f64>(&c, |v| v).unwrap();
+        }
+    }
+}
+
+#[test]
 fn taps_too_far_apart_for_a_contiguous_tile_use_per_row_packing() {
     // span = 300_000 * 2 + 1 steps: a contiguous tile would exceed the per-worker bound.
     for (groups, cg, fg) in [(1usize, 4usize, 3usize), (4, 1, 1)] {

@@ -3,7 +3,7 @@
 //! input rows its output steps read into a contiguous, zero-padded tile, and the
 //! micro-kernel reads every tap straight from that tile. Extra memory is one tile per worker.
 
-use super::microkernel::{Lhs, MicroKernel, MAX_TILE};
+use super::microkernel::{Lhs, MicroKernel, Strip, MAX_TILE};
 use super::tile::{tile_source, TileLayout, TileSource, LARGE_TILE_TARGET_BYTES, TILE_TARGET_BYTES};
 use super::{for_each_item, min_tiles, Element, SharedOut};
 use crate::geometry::Geometry;
@@ -150,7 +150,10 @@ pub fn run<T: Element>(
         // Divisions cost more than a short micro-kernel call: counters step through
         // (panel, group, block), or (block, panel) when each block's weights stay in L2.
         let (mut g, mut fb, mut panel) = (g0, 0, 0);
-        for _ in 0..groups_here * blocks * panels {
+        let full_blocks = fg / nr;
+        let full_panels = (t_end - t_begin) / mr;
+        let mut remaining = groups_here * blocks * panels;
+        while remaining > 0 {
             let t0 = t_begin + panel * mr;
             let cols = nr.min(fg - fb * nr);
             let o0 = g * fg + fb * nr;
@@ -181,11 +184,33 @@ pub fn run<T: Element>(
                 channels,
             };
             let rows = mr.min(geo.out_steps - t0);
+            // Tiles that one kernel call takes in a row: the rest of this group's full filter
+            // blocks (panel-major), or the rest of the tile's panels (block-major), all of whose
+            // outputs go straight to their place.
+            let strip = if panel_major {
+                if rows == mr && blocks == 1 && full_blocks == 1 {
+                    // One full block per group: the strip runs on across the chunk's groups,
+                    // whose channels, weights and filters follow one another.
+                    Strip { count: g0 + groups_here - g, a: cg, b: panel_len, bias: nr, c: nr }
+                } else if rows == mr && fb < full_blocks {
+                    Strip { count: full_blocks - fb, a: 0, b: panel_len, bias: nr, c: nr }
+                } else {
+                    Strip::ONE
+                }
+            } else if layout.im2col {
+                Strip::ONE
+            } else if channels_first {
+                Strip { count: panels - panel, a: lhs.row * mr, b: 0, bias: 0, c: mr * nr }
+            } else if cols == nr && panel < full_panels {
+                Strip { count: full_panels - panel, a: lhs.row * mr, b: 0, bias: 0, c: mr * geo.filters }
+            } else {
+                Strip::ONE
+            };
             if channels_first {
                 // SAFETY: as above, into rows t0 - t_begin.. of the block, which has the tile's
-                // steps (a multiple of mr) of nr filters.
-                unsafe { (mk.run)(lhs, b, bias_ptr, out_block[(t0 - t_begin) * nr..].as_mut_ptr(), nr) };
-                if panel + 1 == panels {
+                // steps (a multiple of mr) of nr filters; the strip's panels are this tile's.
+                unsafe { (mk.run)(lhs, b, bias_ptr, out_block[(t0 - t_begin) * nr..].as_mut_ptr(), nr, strip) };
+                if panel + strip.count == panels {
                     for jj in 0..cols {
                         let start = (n * geo.filters + o0 + jj) * geo.out_steps + t_begin;
                         // SAFETY: steps t_begin..t_end of filter o0 + jj of batch item n are
@@ -203,11 +228,13 @@ pub fn run<T: Element>(
                 // the packed tile covers every row the micro-kernel reads (see TileLayout).
                 let c = unsafe { out_ptr.get().add(offset) };
                 let run = if stream && (c as usize) % 16 == 0 { mk.run_stream } else { mk.run };
-                // SAFETY: as above; `run_stream` only with 16-byte aligned rows (ldc checked where `stream` is set).
-                unsafe { run(lhs, b, bias_ptr, c, geo.filters) };
+                // SAFETY: as above, for every tile of the strip (full rows and filters only);
+                // `run_stream` only with 16-byte aligned rows (ldc checked where `stream` is
+                // set), which the strip's steps of nr filters or mr rows keep aligned.
+                unsafe { run(lhs, b, bias_ptr, c, geo.filters, strip) };
             } else {
                 // SAFETY: as above, into a stack tile of MAX_TILE >= mr * nr elements.
-                unsafe { (mk.run)(lhs, b, bias_ptr, scratch_tile.as_mut_ptr(), nr) };
+                unsafe { (mk.run)(lhs, b, bias_ptr, scratch_tile.as_mut_ptr(), nr, Strip::ONE) };
                 for i in 0..rows {
                     let start = (n * geo.out_steps + t0 + i) * geo.filters + o0;
                     // SAFETY: filters o0..o0 + cols of step t0 + i are inside the output and
@@ -215,18 +242,25 @@ pub fn run<T: Element>(
                     unsafe { std::ptr::copy_nonoverlapping(scratch_tile[i * nr..].as_ptr(), out_ptr.get().add(start), cols) };
                 }
             }
+            // A strip never runs past the end of a group's blocks (nor of the chunk's groups when
+            // each has one block) or of a tile's panels.
+            remaining -= strip.count;
             if panel_major {
-                fb += 1;
-                if fb == blocks {
-                    fb = 0;
-                    g += 1;
-                    if g == g0 + groups_here {
-                        g = g0;
-                        panel += 1;
+                if blocks == 1 {
+                    g += strip.count;
+                } else {
+                    fb += strip.count;
+                    if fb == blocks {
+                        fb = 0;
+                        g += 1;
                     }
                 }
+                if g == g0 + groups_here {
+                    g = g0;
+                    panel += 1;
+                }
             } else {
-                panel += 1;
+                panel += strip.count;
                 if panel == panels {
                     panel = 0;
                     fb += 1;

@@ -13,13 +13,30 @@ pub struct MicroKernel<T> {
     pub mr: usize,
     pub nr: usize,
     /// # Safety
-    /// `a[i * a.row + j * a.tap + c]` is readable for `i < mr`, `j < a.taps`, `c < a.channels`;
-    /// `b` holds `taps * channels * nr`, `bias` holds `nr` elements, and `c` has `mr` rows of
-    /// `nr` writable elements `ldc` apart.
-    pub run: unsafe fn(a: Lhs<T>, b: *const T, bias: *const T, c: *mut T, ldc: usize),
-    /// `run` with non-temporal stores where the tile has them (else `run` itself); needs `c`
-    /// and `ldc * size_of::<T>()` 16-byte aligned.
-    pub run_stream: unsafe fn(a: Lhs<T>, b: *const T, bias: *const T, c: *mut T, ldc: usize),
+    /// For each tile `s < strip.count`, with `a`, `b`, `bias` and `c` advanced by `s` times
+    /// the strip's steps: `a[i * a.row + j * a.tap + c]` is readable for `i < mr`,
+    /// `j < a.taps`, `c < a.channels`; `b` holds `taps * channels * nr`, `bias` holds `nr`
+    /// elements, and `c` has `mr` rows of `nr` writable elements `ldc` apart.
+    pub run: unsafe fn(a: Lhs<T>, b: *const T, bias: *const T, c: *mut T, ldc: usize, strip: Strip),
+    /// `run` with non-temporal stores where the tile has them (else `run` itself); needs every
+    /// tile's `c` and `ldc * size_of::<T>()` 16-byte aligned.
+    pub run_stream: unsafe fn(a: Lhs<T>, b: *const T, bias: *const T, c: *mut T, ldc: usize, strip: Strip),
+}
+
+/// Tiles one kernel call computes in a row, and how far (in elements) each pointer moves from
+/// one to the next. A call per tile costs more than the tile itself when the sums are short.
+#[derive(Clone, Copy, Debug)]
+pub struct Strip {
+    pub count: usize,
+    pub a: usize,
+    pub b: usize,
+    pub bias: usize,
+    pub c: usize,
+}
+
+impl Strip {
+    /// A single tile.
+    pub const ONE: Strip = Strip { count: 1, a: 0, b: 0, bias: 0, c: 0 };
 }
 
 /// Where a tile's input rows are: `taps` taps of `channels` values per output row.
@@ -42,7 +59,19 @@ const _: () = assert!(NARROW_MR * 8 <= MAX_TILE);
 ///
 /// # Safety
 /// As [`MicroKernel::run`] with `mr = 4`, `nr = 8`.
-pub unsafe fn portable_4x8<T: Float>(a: Lhs<T>, b: *const T, bias: *const T, c: *mut T, ldc: usize) {
+pub unsafe fn portable_4x8<T: Float>(a: Lhs<T>, b: *const T, bias: *const T, c: *mut T, ldc: usize, strip: Strip) {
+    for s in 0..strip.count {
+        // SAFETY: tile `s` of the strip, which the caller vouches for.
+        unsafe {
+            let a = Lhs { ptr: a.ptr.add(s * strip.a), ..a };
+            portable_tile_4x8(a, b.add(s * strip.b), bias.add(s * strip.bias), c.add(s * strip.c), ldc);
+        }
+    }
+}
+
+/// # Safety
+/// As [`portable_4x8`] for one tile.
+unsafe fn portable_tile_4x8<T: Float>(a: Lhs<T>, b: *const T, bias: *const T, c: *mut T, ldc: usize) {
     const MR: usize = 4;
     const NR: usize = 8;
     let mut acc = [[T::zero(); NR]; MR];
@@ -79,7 +108,7 @@ pub mod avx2 {
     use std::arch::x86_64::*;
 
     macro_rules! kernel_6x2 {
-        ($name:ident, $t:ty, $half:expr, $zero:ident, $load:ident, $broadcast:ident, $fma:ident, $add:ident,
+        ($name:ident, $tile:ident, $t:ty, $half:expr, $zero:ident, $load:ident, $broadcast:ident, $fma:ident, $add:ident,
          $store:ident, $stream:ident, $cast_low:ident, $high:ident, $quarter:expr) => {
             /// A 6-step x two-register tile. With `STREAM`, results go to memory with
             /// non-temporal stores (the caller guarantees 16-byte aligned rows), for outputs
@@ -88,7 +117,23 @@ pub mod avx2 {
             /// # Safety
             /// As [`super::MicroKernel::run`] with `mr = 6`, `nr = 2 * half`; the CPU has AVX2 and FMA.
             #[target_feature(enable = "avx2,fma")]
-            pub unsafe fn $name<const STREAM: bool>(a: Lhs<$t>, b: *const $t, bias: *const $t, c: *mut $t, ldc: usize) {
+            pub unsafe fn $name<const STREAM: bool>(a: Lhs<$t>, b: *const $t, bias: *const $t, c: *mut $t, ldc: usize, strip: super::Strip) {
+                for s in 0..strip.count {
+                    // SAFETY: tile `s` of the strip, which the caller vouches for.
+                    unsafe {
+                        let a = Lhs { ptr: a.ptr.add(s * strip.a), ..a };
+                        $tile::<STREAM>(a, b.add(s * strip.b), bias.add(s * strip.bias), c.add(s * strip.c), ldc);
+                    }
+                }
+            }
+
+            /// One tile of the strip above.
+            ///
+            /// # Safety
+            /// As the strip function, for one tile.
+            #[target_feature(enable = "avx2,fma")]
+            #[inline]
+            unsafe fn $tile<const STREAM: bool>(a: Lhs<$t>, b: *const $t, bias: *const $t, c: *mut $t, ldc: usize) {
                 let mut acc = [[$zero(); 2]; 6];
                 let mut b = b;
                 let row = a.row;
@@ -156,7 +201,7 @@ pub mod avx2 {
     }
 
     macro_rules! kernel_narrow {
-        ($name:ident, $t:ty, $width:expr, $zero:ident, $load:ident, $broadcast:ident, $fma:ident, $add:ident,
+        ($name:ident, $tile:ident, $t:ty, $width:expr, $zero:ident, $load:ident, $broadcast:ident, $fma:ident, $add:ident,
          $store:ident) => {
             /// A `NARROW_MR`-step x one-register tile, for groups of at most one register of filters,
             /// which a two-register tile would fill only half. Ordinary stores only: a row is
@@ -165,7 +210,23 @@ pub mod avx2 {
             /// # Safety
             /// As [`super::MicroKernel::run`] with `mr = NARROW_MR`, `nr = width`; the CPU has AVX2 and FMA.
             #[target_feature(enable = "avx2,fma")]
-            pub unsafe fn $name(a: Lhs<$t>, b: *const $t, bias: *const $t, c: *mut $t, ldc: usize) {
+            pub unsafe fn $name(a: Lhs<$t>, b: *const $t, bias: *const $t, c: *mut $t, ldc: usize, strip: super::Strip) {
+                for s in 0..strip.count {
+                    // SAFETY: tile `s` of the strip, which the caller vouches for.
+                    unsafe {
+                        let a = Lhs { ptr: a.ptr.add(s * strip.a), ..a };
+                        $tile(a, b.add(s * strip.b), bias.add(s * strip.bias), c.add(s * strip.c), ldc);
+                    }
+                }
+            }
+
+            /// One tile of the strip above.
+            ///
+            /// # Safety
+            /// As the strip function, for one tile.
+            #[target_feature(enable = "avx2,fma")]
+            #[inline]
+            unsafe fn $tile(a: Lhs<$t>, b: *const $t, bias: *const $t, c: *mut $t, ldc: usize) {
                 let mut acc = [$zero(); super::NARROW_MR];
                 let mut b = b;
                 for j in 0..a.taps {
@@ -194,14 +255,14 @@ pub mod avx2 {
         };
     }
 
-    kernel_narrow!(f32_12x8, f32, 8, _mm256_setzero_ps, _mm256_loadu_ps, _mm256_broadcast_ss, _mm256_fmadd_ps,
+    kernel_narrow!(f32_12x8, f32_12x8_tile, f32, 8, _mm256_setzero_ps, _mm256_loadu_ps, _mm256_broadcast_ss, _mm256_fmadd_ps,
         _mm256_add_ps, _mm256_storeu_ps);
-    kernel_narrow!(f64_12x4, f64, 4, _mm256_setzero_pd, _mm256_loadu_pd, _mm256_broadcast_sd, _mm256_fmadd_pd,
+    kernel_narrow!(f64_12x4, f64_12x4_tile, f64, 4, _mm256_setzero_pd, _mm256_loadu_pd, _mm256_broadcast_sd, _mm256_fmadd_pd,
         _mm256_add_pd, _mm256_storeu_pd);
 
-    kernel_6x2!(f32_6x16, f32, 8, _mm256_setzero_ps, _mm256_loadu_ps, _mm256_broadcast_ss, _mm256_fmadd_ps,
+    kernel_6x2!(f32_6x16, f32_6x16_tile, f32, 8, _mm256_setzero_ps, _mm256_loadu_ps, _mm256_broadcast_ss, _mm256_fmadd_ps,
         _mm256_add_ps, _mm256_storeu_ps, _mm_stream_ps, _mm256_castps256_ps128, _mm256_extractf128_ps, 4);
-    kernel_6x2!(f64_6x8, f64, 4, _mm256_setzero_pd, _mm256_loadu_pd, _mm256_broadcast_sd, _mm256_fmadd_pd,
+    kernel_6x2!(f64_6x8, f64_6x8_tile, f64, 4, _mm256_setzero_pd, _mm256_loadu_pd, _mm256_broadcast_sd, _mm256_fmadd_pd,
         _mm256_add_pd, _mm256_storeu_pd, _mm_stream_pd, _mm256_castpd256_pd128, _mm256_extractf128_pd, 2);
 
     /// Orders earlier non-temporal stores before what follows (other threads read the output).
