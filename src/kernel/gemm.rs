@@ -169,6 +169,9 @@ pub fn run<T: Element>(
                     tile
                 }
             };
+            if panel_major && g == g0 && fb == 0 && !layout.im2col {
+                prefetch_next_panel_rows(&layout, &tile, t0 - start, mr, geo.kernel_size, groups_here * cg, std::mem::size_of::<T>());
+            }
             let tap = layout.tap_step * tile.pitch;
             // When consecutive taps are adjacent in memory (dilation 1 over a tile of exactly
             // the group's channels), one contiguous run of taps * channels replaces the tap
@@ -274,3 +277,27 @@ pub fn run<T: Element>(
     });
 }
 
+
+/// Asks for the input rows that the panel after the one starting at tile step `step` reads
+/// first, while this panel computes: its rows arrive as demand misses otherwise, one
+/// stalled broadcast per row. Prefetches do not fault, so rows past the tile need no check.
+fn prefetch_next_panel_rows<T>(layout: &TileLayout, tile: &TileSource<T>, step: usize, mr: usize, taps: usize, channels: usize, elem: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let rows = mr * layout.row_step;
+        if rows * channels * elem > super::microkernel::PREFETCH_MAX_BYTES {
+            return;
+        }
+        let last_row_read = (step + mr - 1) * layout.row_step + (taps - 1) * layout.tap_step;
+        for r in last_row_read + 1..=last_row_read + rows {
+            let row = tile.ptr.wrapping_add(r * tile.pitch).cast::<i8>();
+            for line in (0..channels * elem).step_by(64) {
+                // SAFETY: a prefetch is a hint; it reads nothing and cannot fault.
+                unsafe { _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(line)) };
+            }
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (layout, tile, step, mr, taps, channels, elem);
+}
