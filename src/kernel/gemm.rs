@@ -277,7 +277,6 @@ pub fn run<T: Element>(
     });
 }
 
-
 /// Asks for the input rows that the panel after the one starting at tile step `step` reads
 /// first, while this panel computes: its rows arrive as demand misses otherwise, one
 /// stalled broadcast per row. Prefetches do not fault, so rows past the tile need no check.
