@@ -248,10 +248,8 @@ pub mod avx2 {
                     // this group computes: demand misses on them stall every block. A prefetch
                     // does not fault, so rows past the tile need no check.
                     for r in ROWS..2 * ROWS {
-                        let row = a.input.wrapping_add((start + r) * a.row_stride + newest_tap).cast::<i8>();
-                        for line in (0..a.blocks * $lanes * std::mem::size_of::<$t>()).step_by(64) {
-                            _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(line));
-                        }
+                        let row = a.input.wrapping_add((start + r) * a.row_stride + newest_tap);
+                        crate::kernel::prefetch_lines(row, a.blocks * $lanes * std::mem::size_of::<$t>());
                     }
                     for b in 0..a.blocks {
                         let c = b * $lanes;

@@ -281,22 +281,12 @@ pub fn run<T: Element>(
 /// first, while this panel computes: its rows arrive as demand misses otherwise, one
 /// stalled broadcast per row. Prefetches do not fault, so rows past the tile need no check.
 fn prefetch_next_panel_rows<T>(layout: &TileLayout, tile: &TileSource<T>, step: usize, mr: usize, taps: usize, channels: usize, elem: usize) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        let rows = mr * layout.row_step;
-        if rows * channels * elem > super::microkernel::PREFETCH_MAX_BYTES {
-            return;
-        }
-        let last_row_read = (step + mr - 1) * layout.row_step + (taps - 1) * layout.tap_step;
-        for r in last_row_read + 1..=last_row_read + rows {
-            let row = tile.ptr.wrapping_add(r * tile.pitch).cast::<i8>();
-            for line in (0..channels * elem).step_by(64) {
-                // SAFETY: a prefetch is a hint; it reads nothing and cannot fault.
-                unsafe { _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(line)) };
-            }
-        }
+    let rows = mr * layout.row_step;
+    if rows * channels * elem > super::microkernel::PREFETCH_MAX_BYTES {
+        return;
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = (layout, tile, step, mr, taps, channels, elem);
+    let last_row_read = (step + mr - 1) * layout.row_step + (taps - 1) * layout.tap_step;
+    for r in last_row_read + 1..=last_row_read + rows {
+        super::prefetch_lines(tile.ptr.wrapping_add(r * tile.pitch), channels * elem);
+    }
 }

@@ -124,11 +124,7 @@ pub mod avx2 {
             return;
         }
         let reach = (rows - 1) * a.row + (a.taps - 1) * a.tap + a.channels;
-        let start = a.ptr.wrapping_add(reach + (s + PREFETCH_TILES_AHEAD - 1) * strip.a).cast::<i8>();
-        for line in (0..bytes).step_by(64) {
-            // SAFETY: a prefetch is a hint; it reads nothing and cannot fault.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(start.wrapping_add(line)) };
-        }
+        crate::kernel::prefetch_lines(a.ptr.wrapping_add(reach + (s + PREFETCH_TILES_AHEAD - 1) * strip.a), bytes);
     }
 
     macro_rules! kernel_6x2 {

@@ -311,6 +311,23 @@ pub(crate) fn min_tiles(geo: &crate::geometry::Geometry, parallel: bool, outer: 
     }
 }
 
+/// Asks for the `bytes` bytes from `start` to be brought into L1, a cache line at a time. A
+/// prefetch is a hint: it reads nothing and cannot fault, so the range may run past the data.
+#[inline(always)]
+pub(crate) fn prefetch_lines<T>(start: *const T, bytes: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let start = start.cast::<i8>();
+        for line in (0..bytes).step_by(64) {
+            // SAFETY: a prefetch reads nothing and cannot fault, whatever the address.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(start.wrapping_add(line)) };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (start, bytes);
+}
+
 /// Calls `work(item, scratch)` for every item in `0..items`, on the rayon pool when `parallel`.
 /// Each worker reuses one scratch buffer of `scratch_len` elements. Inside [`supervised`],
 /// items are skipped once the call is cancelled or a scratch buffer cannot be allocated;

@@ -141,15 +141,15 @@ pub fn pack_tile<T: Element>(
         // all rows, so each source line is read whole while it is in L1: channel rows a power of
         // two apart share a cache set, and row by row across every channel evicts them.
         const CHANNELS_AT_ONCE: usize = 8;
-        for c0 in (0..cg).step_by(CHANNELS_AT_ONCE) {
-            let width = CHANNELS_AT_ONCE.min(cg - c0);
+        for first in (0..cg).step_by(CHANNELS_AT_ONCE) {
+            let width = CHANNELS_AT_ONCE.min(cg - first);
             for r in 0..layout.rows {
-                let row = &mut rows[r * cg + c0..][..width];
+                let row = &mut rows[r * cg + first..][..width];
                 match layout.input_step(geo, t0, r) {
                     Some(step) => {
                         for (c, v) in row.iter_mut().enumerate() {
-                            // SAFETY: `step < steps` and `c0 + c < cg`: an element of x.
-                            *v = unsafe { *base.offset(step as isize * step_stride + (c0 + c) as isize * channel_stride) };
+                            // SAFETY: `step < steps` and `first + c < cg`: an element of x.
+                            *v = unsafe { *base.offset(step as isize * step_stride + (first + c) as isize * channel_stride) };
                         }
                     }
                     None => row.fill(T::zero()),
