@@ -297,7 +297,7 @@ impl<T: Element> PreparedKernel<T> {
         };
         let parallel = self.options.parallel;
         if let Some(weights) = self.fft_weights(geo, &x) {
-            return fft::run(geo, x, &weights, bias, parallel, out);
+            return fft::run(geo, x, &weights, bias, self.options.simd, parallel, out);
         }
         match &self.packed {
             Packed::Gemm(weights, mk) => gemm::run(geo, x, weights, bias, *mk, parallel, out),

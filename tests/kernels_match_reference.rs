@@ -242,23 +242,25 @@ fn fft_path_matches_reference_within_rounding() {
         };
         let (x, kernel, bias) = arrays(&c);
         let expected = conv1d_reference(x.view(), kernel.view(), Some(bias.view()), &c.params).unwrap();
-        let options = ComputeOptions { algorithm: Algorithm::Fft, ..ComputeOptions::default() };
-        let got = conv1d_with(x.view(), kernel.view(), Some(bias.view()), &c.params, &options).unwrap();
-        // Small-integer data: exact sums, so any difference is the FFT's rounding.
-        let worst = expected.iter().zip(got.iter()).map(|(e, g)| (e - g).abs()).fold(0.0, f64::max);
-        assert!(worst < 1e-9, "{c:?}: max error {worst}");
-        let got32 = conv1d_with(
-            x.mapv(|v| v as f32).view(),
-            kernel.mapv(|v| v as f32).view(),
-            Some(bias.mapv(|v| v as f32).view()),
-            &c.params,
-            &options,
-        )
-        .unwrap();
-        // Transforms run in f64, so f32 results are the exact sums rounded once, give or take
-        // the f64 transform error (which keeps an exact zero from coming out as zero).
-        let close = |e: f64, g: f32| (e as f32 == g) || (e - g as f64).abs() < 1e-9;
-        assert!(expected.iter().zip(got32.iter()).all(|(&e, &g)| close(e, g)), "{c:?}");
+        for simd in [Simd::Auto, Simd::Portable] {
+            let options = ComputeOptions { algorithm: Algorithm::Fft, simd, ..ComputeOptions::default() };
+            let got = conv1d_with(x.view(), kernel.view(), Some(bias.view()), &c.params, &options).unwrap();
+            // Small-integer data: exact sums, so any difference is the FFT's rounding.
+            let worst = expected.iter().zip(got.iter()).map(|(e, g)| (e - g).abs()).fold(0.0, f64::max);
+            assert!(worst < 1e-9, "{c:?} {simd:?}: max error {worst}");
+            let got32 = conv1d_with(
+                x.mapv(|v| v as f32).view(),
+                kernel.mapv(|v| v as f32).view(),
+                Some(bias.mapv(|v| v as f32).view()),
+                &c.params,
+                &options,
+            )
+            .unwrap();
+            // Transforms run in f64, so f32 results are the exact sums rounded once, give or take
+            // the f64 transform error (which keeps an exact zero from coming out as zero).
+            let close = |e: f64, g: f32| (e as f32 == g) || (e - g as f64).abs() < 1e-9;
+            assert!(expected.iter().zip(got32.iter()).all(|(&e, &g)| close(e, g)), "{c:?} {simd:?}");
+        }
     }
 }
 

@@ -14,7 +14,8 @@ use crate::geometry::Geometry;
 use crate::params::DataFormat;
 use ndarray::{ArrayView1, ArrayView3};
 use realfft::num_complex::Complex;
-use realfft::{ComplexToReal, RealFftPlanner, RealToComplex};
+use realfft::{RealFftPlanner, RealToComplex};
+use rustfft::{Fft, FftPlanner};
 use std::mem::MaybeUninit;
 use std::sync::Arc;
 
@@ -34,7 +35,8 @@ pub struct FftWeights<T: Element> {
     spectra_re: Vec<f64>,
     spectra_im: Vec<f64>,
     forward: Arc<dyn RealToComplex<f64>>,
-    inverse: Arc<dyn ComplexToReal<f64>>,
+    /// Complex, of length `n`: each transform turns the spectra of two filters into both outputs.
+    inverse: Arc<dyn Fft<f64>>,
     element: std::marker::PhantomData<T>,
 }
 
@@ -45,9 +47,9 @@ pub fn fft_len(span: usize) -> usize {
 }
 
 /// Estimated cost ratio (FFT / direct) per output step; below 1 the FFT path is faster.
-/// Measured on AVX2 machines, an f64 FFT flop costs about 18 times an f32 micro-kernel
-/// flop (longkernel: 7.8 ms by FFT against 25 ms direct; sinc251: 24 ms against 16 ms),
-/// and half as much against the f64 micro-kernel, which is half as fast.
+/// Measured on AVX2 machines over 16-255 taps, 1-64 channels and 16-128 filters, an f64 FFT
+/// flop costs about 9 times an f32 micro-kernel flop, and half as much against the f64
+/// micro-kernel, which is half as fast.
 pub fn relative_cost<T>(geo: &Geometry) -> f64 {
     let span = geo.halo() + 1;
     let n = fft_len(span) as f64;
@@ -56,7 +58,7 @@ pub fn relative_cost<T>(geo: &Geometry) -> f64 {
     let bins = n / 2.0 + 1.0;
     let fft = (cg + fg) * 2.5 * n * n.log2() + 8.0 * cg * fg * bins;
     let direct = 2.0 * geo.kernel_size as f64 * cg * fg * useful;
-    let flop_cost = 18.0 * 4.0 / std::mem::size_of::<T>() as f64;
+    let flop_cost = 9.0 * 4.0 / std::mem::size_of::<T>() as f64;
     flop_cost * fft / direct
 }
 
@@ -70,7 +72,7 @@ impl<T: Element> FftWeights<T> {
         let bins = n / 2 + 1;
         let mut planner = RealFftPlanner::<f64>::new();
         let forward = planner.plan_fft_forward(n);
-        let inverse = planner.plan_fft_inverse(n);
+        let inverse = FftPlanner::<f64>::new().plan_fft_inverse(n);
         let scale = 1.0 / n as f64;
         let len = groups * fg * in_per_group * bins;
         let (mut spectra_re, mut spectra_im) = (vec![0.0; len], vec![0.0; len]);
@@ -111,34 +113,150 @@ impl<T: Element> FftWeights<T> {
 
 type Split<'a> = (&'a [f64], &'a [f64]);
 
-/// `product += input * kernel`, bin by bin, on split complex arrays.
-fn multiply_accumulate(product: (&mut [f64], &mut [f64]), input: Split<'_>, kernel: Split<'_>, fused: bool) {
+/// `product = input * kernel` (or `+=` when `accumulate`), bin by bin, on split complex arrays.
+fn multiply(product: (&mut [f64], &mut [f64]), input: Split<'_>, kernel: Split<'_>, accumulate: bool, fused: bool) {
     #[cfg(target_arch = "x86_64")]
     if fused {
         // SAFETY: `fused` is only true when AVX2 and FMA were detected.
-        return unsafe { multiply_accumulate_fma(product, input, kernel) };
+        return unsafe { multiply_fma(product, input, kernel, accumulate) };
     }
     let _ = fused;
-    multiply_accumulate_body(product, input, kernel);
+    multiply_body(product, input, kernel, accumulate);
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn multiply_accumulate_fma(product: (&mut [f64], &mut [f64]), input: Split<'_>, kernel: Split<'_>) {
-    multiply_accumulate_body(product, input, kernel);
+unsafe fn multiply_fma(product: (&mut [f64], &mut [f64]), input: Split<'_>, kernel: Split<'_>, accumulate: bool) {
+    multiply_body(product, input, kernel, accumulate);
 }
 
 #[inline(always)]
-fn multiply_accumulate_body((pr, pi): (&mut [f64], &mut [f64]), (xr, xi): Split<'_>, (kr, ki): Split<'_>) {
+fn multiply_body((pr, pi): (&mut [f64], &mut [f64]), (xr, xi): Split<'_>, (kr, ki): Split<'_>, accumulate: bool) {
     let n = pr.len().min(pi.len()).min(xr.len()).min(xi.len()).min(kr.len()).min(ki.len());
-    for f in 0..n {
-        pr[f] += xr[f] * kr[f] - xi[f] * ki[f];
-        pi[f] += xr[f] * ki[f] + xi[f] * kr[f];
+    let (pr, pi, xr, xi, kr, ki) = (&mut pr[..n], &mut pi[..n], &xr[..n], &xi[..n], &kr[..n], &ki[..n]);
+    if accumulate {
+        for f in 0..n {
+            pr[f] += xr[f] * kr[f] - xi[f] * ki[f];
+            pi[f] += xr[f] * ki[f] + xi[f] * kr[f];
+        }
+    } else {
+        for f in 0..n {
+            pr[f] = xr[f] * kr[f] - xi[f] * ki[f];
+            pi[f] = xr[f] * ki[f] + xi[f] * kr[f];
+        }
     }
+}
+
+/// The output spectra of two filters on one block, bin by bin: `sum + input * kernel`, where
+/// `input` and `kernel` are the spectra of the group's last channel and `sum` the products of
+/// its other channels (absent with one channel per group). A missing second filter has a
+/// zero kernel.
+#[derive(Clone, Copy)]
+struct FilterPair<'a> {
+    input: Split<'a>,
+    kernels: [Split<'a>; 2],
+    sums: Option<[Split<'a>; 2]>,
+}
+
+impl FilterPair<'_> {
+    /// Both filters' spectra at bin `k`, in the order of operations of [`multiply`].
+    #[inline(always)]
+    fn bin(&self, k: usize) -> [(f64, f64); 2] {
+        let (xr, xi) = (self.input.0[k], self.input.1[k]);
+        std::array::from_fn(|f| {
+            let (kr, ki) = (self.kernels[f].0[k], self.kernels[f].1[k]);
+            let (re, im) = (xr * kr - xi * ki, xr * ki + xi * kr);
+            match self.sums {
+                Some(sums) => (sums[f].0[k] + re, sums[f].1[k] + im),
+                None => (re, im),
+            }
+        })
+    }
+
+    /// True when every spectrum holds bin `last`.
+    fn holds(&self, last: usize) -> bool {
+        let splits = [self.input].into_iter().chain(self.kernels).chain(self.sums.into_iter().flatten());
+        splits.into_iter().all(|(re, im)| re.len() > last && im.len() > last)
+    }
+}
+
+/// The full spectrum `Z = Y1 + i Y2` of `z = y1 + i y2` for the pair's two real outputs, so
+/// one complex inverse transform yields both: `y1 = re z`, `y2 = im z`. A real signal's DC
+/// and Nyquist bins are real; rounding must not say otherwise.
+fn pair_spectrum(spectra: &FilterPair<'_>, pair: &mut [Complex<f64>], fused: bool) {
+    let half = pair.len() / 2;
+    assert!(spectra.holds(half), "half spectra shorter than the transform");
+    for k in [0, half] {
+        let [(first, _), (second, _)] = spectra.bin(k);
+        pair[k] = Complex::new(first, second);
+    }
+    let mut start = 1;
+    #[cfg(target_arch = "x86_64")]
+    if fused {
+        // SAFETY: AVX2 was detected; every spectrum holds `half + 1` bins (asserted above).
+        start = unsafe { pair_spectrum_avx(spectra, pair) };
+    }
+    let _ = fused;
+    // Bin k holds Y1 + i Y2, bin n - k their conjugates: conj(Y1) + i conj(Y2).
+    for k in start..half {
+        let [(ar, ai), (br, bi)] = spectra.bin(k);
+        pair[k] = Complex::new(ar - bi, ai + br);
+        pair[2 * half - k] = Complex::new(ar + bi, br - ai);
+    }
+}
+
+/// Bins `1..` of [`pair_spectrum`] four at a time while four remain below `half`; returns
+/// the first bin not done. Same operations in the same order as [`FilterPair::bin`].
+///
+/// # Safety
+/// AVX2 is available; every spectrum holds `pair.len() / 2 + 1` bins.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn pair_spectrum_avx(spectra: &FilterPair<'_>, pair: &mut [Complex<f64>]) -> usize {
+    use std::arch::x86_64::*;
+    let half = pair.len() / 2;
+    let out = pair.as_mut_ptr().cast::<f64>();
+    let mut k = 1;
+    while k + 4 <= half {
+        // SAFETY: bins k..k+4 lie below `half`, their mirrors n-k-3..=n-k above it.
+        unsafe {
+            let load = |s: &[f64]| _mm256_loadu_pd(s.as_ptr().add(k));
+            let (xr, xi) = (load(spectra.input.0), load(spectra.input.1));
+            let mut y = [(_mm256_setzero_pd(), _mm256_setzero_pd()); 2];
+            for (f, (re, im)) in y.iter_mut().enumerate() {
+                let (kr, ki) = (load(spectra.kernels[f].0), load(spectra.kernels[f].1));
+                *re = _mm256_sub_pd(_mm256_mul_pd(xr, kr), _mm256_mul_pd(xi, ki));
+                *im = _mm256_add_pd(_mm256_mul_pd(xr, ki), _mm256_mul_pd(xi, kr));
+                if let Some(sums) = spectra.sums {
+                    *re = _mm256_add_pd(load(sums[f].0), *re);
+                    *im = _mm256_add_pd(load(sums[f].1), *im);
+                }
+            }
+            let [(ar, ai), (br, bi)] = y;
+            let (low_re, low_im) = (_mm256_sub_pd(ar, bi), _mm256_add_pd(ai, br));
+            let (high_re, high_im) = (_mm256_add_pd(ar, bi), _mm256_sub_pd(br, ai));
+            // Interleaved: bins k, k+1 in one register, k+2, k+3 in the other.
+            let (a, b) = (_mm256_unpacklo_pd(low_re, low_im), _mm256_unpackhi_pd(low_re, low_im));
+            _mm256_storeu_pd(out.add(2 * k), _mm256_permute2f128_pd(a, b, 0x20));
+            _mm256_storeu_pd(out.add(2 * k + 4), _mm256_permute2f128_pd(a, b, 0x31));
+            // Mirrored bins run downwards: n-k-3, n-k-2 from the second pair, then n-k-1, n-k.
+            let (a, b) = (_mm256_unpacklo_pd(high_re, high_im), _mm256_unpackhi_pd(high_re, high_im));
+            let mirror = 2 * (2 * half - k - 3);
+            _mm256_storeu_pd(out.add(mirror), _mm256_permute2f128_pd(b, a, 0x31));
+            _mm256_storeu_pd(out.add(mirror + 4), _mm256_permute2f128_pd(b, a, 0x20));
+        }
+        k += 4;
+    }
+    k
 }
 
 fn to_f64<T: Element>(v: T) -> f64 {
     v.to_f64().unwrap_or(f64::NAN)
+}
+
+/// One rounding to `T`, bias included.
+fn to_output<T: Element>(v: f64, bias: f64) -> T {
+    T::from(v + bias).unwrap_or_else(T::nan)
 }
 
 /// Runs the convolution (stride 1) into `out`, writing every element.
@@ -147,6 +265,7 @@ pub fn run<T: Element>(
     x: ArrayView3<T>,
     weights: &FftWeights<T>,
     bias: Option<ArrayView1<T>>,
+    simd: super::Simd,
     parallel: bool,
     out: &mut [MaybeUninit<T>],
 ) {
@@ -163,10 +282,11 @@ pub fn run<T: Element>(
     }
     let out_ptr = SharedOut(out.as_mut_ptr().cast::<T>());
     let zero = Complex::new(0.0, 0.0);
-    let scratch_len = weights.forward.get_scratch_len().max(weights.inverse.get_scratch_len());
     let parallel = parallel && geo.macs() >= super::PARALLEL_MIN_MACS;
-    let fused = super::use_avx2(super::Simd::Auto);
+    let fused = super::use_avx2(simd);
     let channels_last = geo.data_format == DataFormat::ChannelsLast;
+    // As in the GEMM path: outputs far larger than the caches are written around them.
+    let stream = fused && channels_last && std::mem::size_of_val(out) >= super::gemm::STREAM_MIN_BYTES;
 
     for_each_item::<T, _>(items, 0, parallel, |item, _| {
         let block = item % blocks;
@@ -176,9 +296,8 @@ pub fn run<T: Element>(
         let count = useful.min(geo.out_steps - t0);
         let mut signal = vec![0.0; n];
         let mut spectrum = vec![zero; bins];
+        let mut scratch = vec![zero; weights.forward.get_scratch_len().max(weights.inverse.get_inplace_scratch_len())];
         let (mut inputs_re, mut inputs_im) = (vec![0.0; cg * bins], vec![0.0; cg * bins]);
-        let (mut product_re, mut product_im) = (vec![0.0; bins], vec![0.0; bins]);
-        let mut scratch = vec![zero; scratch_len];
         let first = geo.first_input_step(t0);
         for c in 0..cg {
             let lane = x.slice(ndarray::s![b, .., g * cg + c]);
@@ -192,52 +311,98 @@ pub fn run<T: Element>(
                 inputs_im[c * bins + f] = v.im;
             }
         }
+        let mut sums = [vec![0.0; bins], vec![0.0; bins], vec![0.0; bins], vec![0.0; bins]];
+        let silent = vec![0.0; bins];
+        let mut pair = vec![zero; n];
         // channels_last rows are gathered for a few filters at a time and written a line at a
         // time: one filter's steps alone land a whole row of filters apart.
         let mut gathered = vec![T::zero(); if channels_last { count * FILTERS_AT_ONCE } else { 0 }];
-        for o in 0..fg {
-            product_re.fill(0.0);
-            product_im.fill(0.0);
-            for c in 0..cg {
-                let start = ((g * fg + o) * cg + c) * bins;
-                let kernel = (&weights.spectra_re[start..start + bins], &weights.spectra_im[start..start + bins]);
-                let input = (&inputs_re[c * bins..(c + 1) * bins], &inputs_im[c * bins..(c + 1) * bins]);
-                multiply_accumulate((&mut product_re, &mut product_im), input, kernel, fused);
+        let input_of = |c: usize| (&inputs_re[c * bins..(c + 1) * bins], &inputs_im[c * bins..(c + 1) * bins]);
+        let last = cg - 1;
+        for o in (0..fg).step_by(2) {
+            let filters = 2.min(fg - o);
+            let kernel_of = |f: usize, c: usize| -> Split<'_> {
+                if f >= filters {
+                    return (&silent, &silent);
+                }
+                let start = ((g * fg + o + f) * cg + c) * bins;
+                (&weights.spectra_re[start..start + bins], &weights.spectra_im[start..start + bins])
+            };
+            // The last channel's products are formed with the pair spectrum, in one pass.
+            let [first_re, first_im, second_re, second_im] = &mut sums;
+            for (f, (re, im)) in [(&mut *first_re, &mut *first_im), (&mut *second_re, &mut *second_im)].into_iter().enumerate() {
+                for c in 0..last {
+                    multiply((re, im), input_of(c), kernel_of(f, c), c > 0, fused);
+                }
             }
-            // A real signal's DC and Nyquist bins are real; rounding must not say otherwise.
-            for (f, v) in spectrum.iter_mut().enumerate() {
-                *v = Complex::new(product_re[f], product_im[f]);
-            }
-            spectrum[0].im = 0.0;
-            spectrum[bins - 1].im = 0.0;
-            weights.inverse.process_with_scratch(&mut spectrum, &mut signal, &mut scratch).expect("buffers sized by the plan");
+            let spectra = FilterPair {
+                input: input_of(last),
+                kernels: [kernel_of(0, last), kernel_of(1, last)],
+                sums: (last > 0).then_some([(&sums[0][..], &sums[1][..]), (&sums[2][..], &sums[3][..])]),
+            };
+            pair_spectrum(&spectra, &mut pair, fused);
+            weights.inverse.process_with_scratch(&mut pair, &mut scratch);
             let filter = g * fg + o;
-            let bias = bias.map_or(0.0, |b| to_f64(b[filter]));
-            // One rounding to T, bias included.
-            let values = signal[span - 1..][..count].iter().map(|v| T::from(v + bias).unwrap_or_else(T::nan));
+            let bias_of = |k: usize| bias.map_or(0.0, |b| to_f64(b[filter + k]));
+            let (bias0, bias1) = (bias_of(0), if filters == 2 { bias_of(1) } else { 0.0 });
+            let values = &pair[span - 1..][..count];
             if !channels_last {
-                for (i, value) in values.enumerate() {
-                    // SAFETY: steps t0..t0+count of this batch item and group belong to this item alone.
-                    unsafe { *out_ptr.get().add((b * geo.filters + filter) * geo.out_steps + t0 + i) = value };
+                for k in 0..filters {
+                    let row = (b * geo.filters + filter + k) * geo.out_steps + t0;
+                    for (i, v) in values.iter().enumerate() {
+                        let value = if k == 0 { to_output(v.re, bias0) } else { to_output(v.im, bias1) };
+                        // SAFETY: steps t0..t0+count of this batch item and group belong to this item alone.
+                        unsafe { *out_ptr.get().add(row + i) = value };
+                    }
                 }
                 continue;
             }
             let lane = o % FILTERS_AT_ONCE;
-            for (i, value) in values.enumerate() {
-                gathered[i * FILTERS_AT_ONCE + lane] = value;
-            }
-            if lane + 1 == FILTERS_AT_ONCE || o + 1 == fg {
-                let (first_filter, width) = (filter - lane, lane + 1);
-                for (i, row) in gathered.chunks_exact(FILTERS_AT_ONCE).enumerate() {
-                    let index = (b * geo.out_steps + t0 + i) * geo.filters + first_filter;
-                    // SAFETY: filters first_filter..=filter of steps t0..t0+count of this batch
-                    // item belong to this item alone.
-                    let dst = unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add(index).cast::<MaybeUninit<T>>(), width) };
-                    for (d, &v) in dst.iter_mut().zip(row) {
-                        d.write(v);
-                    }
+            let rows = gathered.chunks_exact_mut(FILTERS_AT_ONCE).zip(values);
+            if filters == 2 {
+                for (row, v) in rows {
+                    row[lane..lane + 2].copy_from_slice(&[to_output(v.re, bias0), to_output(v.im, bias1)]);
+                }
+            } else {
+                for (row, v) in rows {
+                    row[lane] = to_output(v.re, bias0);
                 }
             }
+            if lane + filters < FILTERS_AT_ONCE && o + filters < fg {
+                continue;
+            }
+            let (first_filter, width) = (filter - lane, lane + filters);
+            for (i, row) in gathered.chunks_exact(FILTERS_AT_ONCE).enumerate() {
+                let index = (b * geo.out_steps + t0 + i) * geo.filters + first_filter;
+                // SAFETY: filters first_filter..first_filter+width of steps t0..t0+count of this
+                // batch item belong to this item alone.
+                unsafe { write_row(out_ptr.get().add(index), &row[..width], stream) };
+            }
+        }
+        #[cfg(target_arch = "x86_64")]
+        if stream {
+            super::microkernel::avx2::store_fence();
         }
     });
+}
+
+/// Copies `row` to `dst`, around the caches when `stream` and `dst` allows 16-byte stores.
+///
+/// # Safety
+/// `dst` addresses `row.len()` writable elements; `stream` only when AVX2 was detected.
+unsafe fn write_row<T: Copy>(dst: *mut T, row: &[T], stream: bool) {
+    let bytes = std::mem::size_of_val(row);
+    #[cfg(target_arch = "x86_64")]
+    if stream && (dst as usize) % 16 == 0 && bytes % 16 == 0 {
+        use std::arch::x86_64::{__m128i, _mm_loadu_si128, _mm_stream_si128};
+        let (src, dst) = (row.as_ptr().cast::<__m128i>(), dst.cast::<__m128i>());
+        for i in 0..bytes / 16 {
+            // SAFETY: both ranges hold `bytes` bytes; `dst` is 16-byte aligned.
+            unsafe { _mm_stream_si128(dst.add(i), _mm_loadu_si128(src.add(i))) };
+        }
+        return;
+    }
+    let _ = (stream, bytes);
+    // SAFETY: the caller's contract; `row` is a separate buffer.
+    unsafe { std::ptr::copy_nonoverlapping(row.as_ptr(), dst, row.len()) };
 }
