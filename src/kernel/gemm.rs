@@ -5,6 +5,7 @@
 
 use super::microkernel::{Lhs, MicroKernel, Strip, MAX_TILE};
 use super::tile::{tile_source, TileLayout, TileSource, LARGE_TILE_TARGET_BYTES, TILE_TARGET_BYTES};
+use super::transpose::Rows;
 use super::{for_each_item, min_tiles, Element, SharedOut};
 use crate::geometry::Geometry;
 use crate::params::DataFormat;
@@ -214,15 +215,19 @@ pub fn run<T: Element>(
                 // steps (a multiple of mr) of nr filters; the strip's panels are this tile's.
                 unsafe { (mk.run)(lhs, b, bias_ptr, out_block[(t0 - t_begin) * nr..].as_mut_ptr(), nr, strip) };
                 if panel + strip.count == panels {
-                    for jj in 0..cols {
-                        let start = (n * geo.filters + o0 + jj) * geo.out_steps + t_begin;
-                        // SAFETY: steps t_begin..t_end of filter o0 + jj of batch item n are
-                        // inside the output and owned by this work item alone.
-                        let row = unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add(start).cast::<MaybeUninit<T>>(), t_end - t_begin) };
-                        for (i, v) in row.iter_mut().enumerate() {
-                            v.write(out_block[i * nr + jj]);
-                        }
-                    }
+                    let rows = Rows {
+                        block: out_block.as_ptr(),
+                        pitch: nr,
+                        steps: t_end - t_begin,
+                        filters: cols,
+                        // SAFETY: filter o0 of batch item n starts a row inside the output.
+                        out: unsafe { out_ptr.get().add((n * geo.filters + o0) * geo.out_steps + t_begin) },
+                        row_stride: geo.out_steps,
+                    };
+                    // SAFETY: the block holds the tile's steps of nr >= cols filters; steps
+                    // t_begin..t_end of filters o0..o0 + cols of batch item n are inside the
+                    // output and owned by this work item alone.
+                    unsafe { (mk.write_rows)(rows) };
                 }
             } else if rows == mr && cols == nr {
                 let offset = (n * geo.out_steps + t0) * geo.filters + o0;

@@ -8,6 +8,7 @@ pub mod gemm;
 pub mod microkernel;
 pub mod peak;
 pub mod tile;
+pub mod transpose;
 
 use microkernel::MicroKernel;
 use num_traits::Float;
@@ -96,6 +97,7 @@ impl Element for f32 {
                 nr: 8,
                 run: microkernel::avx2::f32_12x8,
                 run_stream: microkernel::avx2::f32_12x8,
+                write_rows: transpose::avx2::f32_8x8,
             };
         }
         #[cfg(target_arch = "x86_64")]
@@ -105,10 +107,17 @@ impl Element for f32 {
                 nr: 16,
                 run: microkernel::avx2::f32_6x16::<false>,
                 run_stream: microkernel::avx2::f32_6x16::<true>,
+                write_rows: transpose::avx2::f32_8x8,
             };
         }
         let _ = (simd, filters_per_group);
-        MicroKernel { mr: 4, nr: 8, run: microkernel::portable_4x8::<f32>, run_stream: microkernel::portable_4x8::<f32> }
+        MicroKernel {
+            mr: 4,
+            nr: 8,
+            run: microkernel::portable_4x8::<f32>,
+            run_stream: microkernel::portable_4x8::<f32>,
+            write_rows: transpose::write_rows_generic::<f32>,
+        }
     }
 
     fn depthwise_block(simd: Simd) -> depthwise::DepthwiseBlock<f32> {
@@ -130,6 +139,7 @@ impl Element for f64 {
                 nr: 4,
                 run: microkernel::avx2::f64_12x4,
                 run_stream: microkernel::avx2::f64_12x4,
+                write_rows: transpose::avx2::f64_4x4,
             };
         }
         #[cfg(target_arch = "x86_64")]
@@ -139,10 +149,17 @@ impl Element for f64 {
                 nr: 8,
                 run: microkernel::avx2::f64_6x8::<false>,
                 run_stream: microkernel::avx2::f64_6x8::<true>,
+                write_rows: transpose::avx2::f64_4x4,
             };
         }
         let _ = (simd, filters_per_group);
-        MicroKernel { mr: 4, nr: 8, run: microkernel::portable_4x8::<f64>, run_stream: microkernel::portable_4x8::<f64> }
+        MicroKernel {
+            mr: 4,
+            nr: 8,
+            run: microkernel::portable_4x8::<f64>,
+            run_stream: microkernel::portable_4x8::<f64>,
+            write_rows: transpose::write_rows_generic::<f64>,
+        }
     }
 
     fn depthwise_block(simd: Simd) -> depthwise::DepthwiseBlock<f64> {
