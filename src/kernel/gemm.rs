@@ -5,7 +5,7 @@
 
 use super::microkernel::{Lhs, MicroKernel, Strip, MAX_TILE};
 use super::tile::{tile_source, TileLayout, TileSource, LARGE_TILE_TARGET_BYTES, TILE_TARGET_BYTES};
-use super::transpose::Rows;
+use super::transpose::{Rows, Walk};
 use super::{for_each_item, min_tiles, Element, SharedOut};
 use crate::geometry::Geometry;
 use crate::params::DataFormat;
@@ -165,7 +165,7 @@ pub fn run<T: Element>(
             let tile = match source {
                 Some((s, tile)) if s == start => tile,
                 _ => {
-                    let tile = tile_source(geo, &layout, &x, n, g0 * cg, groups_here * cg, start, packed);
+                    let tile = tile_source(geo, &layout, &x, n, g0 * cg, groups_here * cg, start, packed, mk.write_rows);
                     source = Some((start, tile));
                     tile
                 }
@@ -223,6 +223,7 @@ pub fn run<T: Element>(
                         // SAFETY: filter o0 of batch item n starts a row inside the output.
                         out: unsafe { out_ptr.get().add((n * geo.filters + o0) * geo.out_steps + t_begin) },
                         row_stride: geo.out_steps,
+                        walk: Walk::Destination,
                     };
                     // SAFETY: the block holds the tile's steps of nr >= cols filters; steps
                     // t_begin..t_end of filters o0..o0 + cols of batch item n are inside the

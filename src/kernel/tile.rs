@@ -1,6 +1,7 @@
 //! Input tiles: the rows of input that a run of output steps reads, copied once into a
 //! contiguous zero-padded buffer so kernels see no padding, layout or stride.
 
+use super::transpose::{Rows, Walk, WriteRows};
 use super::Element;
 use crate::geometry::Geometry;
 use ndarray::ArrayView3;
@@ -89,6 +90,7 @@ pub fn tile_source<T: Element>(
     cg: usize,
     t0: usize,
     packed: &mut [T],
+    transpose: WriteRows<T>,
 ) -> TileSource<T> {
     let strides = x.strides();
     let first = geo.first_input_step(t0);
@@ -104,12 +106,14 @@ pub fn tile_source<T: Element>(
         let ptr = unsafe { x.uget([n, first as usize, c0]) } as *const T;
         return TileSource { ptr, pitch: strides[1] as usize };
     }
-    pack_tile(geo, layout, x, n, c0, cg, t0, packed);
+    pack_tile(geo, layout, x, n, c0, cg, t0, packed, transpose);
     TileSource { ptr: packed.as_ptr(), pitch: cg }
 }
 
 /// Packs channels `c0..c0 + cg` of the input rows that the tile starting at output step `t0`
-/// reads, as `[row][channel]`, zero where the input is padded.
+/// reads, as `[row][channel]`, zero where the input is padded. `transpose` turns
+/// channels_first rows into packed ones.
+#[allow(clippy::too_many_arguments)]
 pub fn pack_tile<T: Element>(
     geo: &Geometry,
     layout: &TileLayout,
@@ -119,6 +123,7 @@ pub fn pack_tile<T: Element>(
     cg: usize,
     t0: usize,
     packed: &mut [T],
+    transpose: WriteRows<T>,
 ) {
     let strides = x.strides();
     let (step_stride, channel_stride) = (strides[1], strides[2]);
@@ -135,6 +140,28 @@ pub fn pack_tile<T: Element>(
                 }
                 None => row.fill(T::zero()),
             }
+        }
+    } else if let Some(inside) = consecutive_rows(geo, layout, t0).filter(|_| step_stride == 1 && channel_stride > 0) {
+        // channels_first with tile row r at input step first + r: the rows inside the input
+        // are one block of [channel][step], transposed in registers, a few channels at a time.
+        rows[..inside.start * cg].fill(T::zero());
+        rows[inside.end * cg..].fill(T::zero());
+        if !inside.is_empty() {
+            let first = geo.first_input_step(t0) + inside.start as isize;
+            let block = Rows {
+                // SAFETY: steps first.. of channel c0 of batch item n are inside the input.
+                block: unsafe { base.offset(first) },
+                pitch: channel_stride as usize,
+                steps: cg,
+                filters: inside.len(),
+                out: rows[inside.start * cg..].as_mut_ptr(),
+                row_stride: cg,
+                walk: Walk::Source,
+            };
+            // SAFETY: channels c0..c0 + cg of steps first..first + inside.len() are elements of
+            // x (a view, never aliasing the tile), and the tile has inside.len() rows of cg from
+            // row inside.start.
+            unsafe { transpose(block) };
         }
     } else {
         // Channels are not contiguous (channels_first). Channels are taken a few at a time down
@@ -157,4 +184,16 @@ pub fn pack_tile<T: Element>(
             }
         }
     }
+}
+
+/// The tile rows that lie inside the input when row `r` is input step `first + r` (no gaps
+/// between windows, no im2col), else None.
+fn consecutive_rows(geo: &Geometry, layout: &TileLayout, t0: usize) -> Option<std::ops::Range<usize>> {
+    if layout.im2col || layout.row_step != geo.strides {
+        return None;
+    }
+    let first = geo.first_input_step(t0);
+    let start = first.unsigned_abs().min(layout.rows) * usize::from(first < 0);
+    let end = (geo.steps as isize - first).clamp(0, layout.rows as isize) as usize;
+    Some(start..end.max(start))
 }

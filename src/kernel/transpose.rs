@@ -14,6 +14,17 @@ pub struct Rows<T> {
     pub filters: usize,
     pub out: *mut T,
     pub row_stride: usize,
+    pub walk: Walk,
+}
+
+/// Which rows are finished one group at a time. Rows a power of two apart share a cache set:
+/// walking across all of them at once evicts each line before its second half is used.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Walk {
+    /// A few output rows (filters) at a time, down all steps.
+    Destination,
+    /// A few source rows (steps of the block) at a time, across all filters.
+    Source,
 }
 
 /// A transposing writer for one element type and instruction set.
@@ -47,7 +58,7 @@ pub unsafe fn write_rows_generic<T: Copy>(r: Rows<T>) {
 
 #[cfg(target_arch = "x86_64")]
 pub mod avx2 {
-    use super::{write_range, Rows};
+    use super::{write_range, Rows, Walk};
     use std::arch::x86_64::*;
 
     /// 8 steps x 8 filters per transpose; the edges one element at a time.
@@ -57,8 +68,10 @@ pub mod avx2 {
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn f32_8x8(r: Rows<f32>) {
         let (steps, filters) = (r.steps / 8 * 8, r.filters / 8 * 8);
-        for j0 in (0..filters).step_by(8) {
-            for i0 in (0..steps).step_by(8) {
+        let (outer, inner) = if r.walk == Walk::Destination { (filters, steps) } else { (steps, filters) };
+        for a in (0..outer).step_by(8) {
+            for b in (0..inner).step_by(8) {
+                let (i0, j0) = if r.walk == Walk::Destination { (b, a) } else { (a, b) };
                 // SAFETY: steps i0..i0+8 and filters j0..j0+8 are inside the block and rows.
                 unsafe {
                     let src = r.block.add(i0 * r.pitch + j0);
@@ -84,8 +97,10 @@ pub mod avx2 {
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn f64_4x4(r: Rows<f64>) {
         let (steps, filters) = (r.steps / 4 * 4, r.filters / 4 * 4);
-        for j0 in (0..filters).step_by(4) {
-            for i0 in (0..steps).step_by(4) {
+        let (outer, inner) = if r.walk == Walk::Destination { (filters, steps) } else { (steps, filters) };
+        for a in (0..outer).step_by(4) {
+            for b in (0..inner).step_by(4) {
+                let (i0, j0) = if r.walk == Walk::Destination { (b, a) } else { (a, b) };
                 // SAFETY: steps i0..i0+4 and filters j0..j0+4 are inside the block and rows.
                 unsafe {
                     let src = r.block.add(i0 * r.pitch + j0);
