@@ -68,12 +68,12 @@ pub fn run<T: Element>(
         && (out.as_ptr() as usize) % 16 == 0
         && (channels * elem) % 16 == 0;
     let job = Job { geo, weights: &weights.data, bias: &bias, layout, out: out_ptr, stream };
-    let write_rows = T::write_rows(simd);
+    let transpose = T::transpose(simd);
 
     for_each_item::<T, _>(geo.batch * tiles, layout.rows * channels, parallel, |item, tile| {
         let (n, index) = (item / tiles, item % tiles);
         let t0 = index * steps;
-        let source = tile_source(geo, &layout, &x, n, 0, channels, t0, tile, write_rows);
+        let source = tile_source(geo, &layout, &x, n, 0, channels, t0, tile, transpose);
         #[cfg(target_arch = "x86_64")]
         if fused {
             // SAFETY: `fused` is only true when AVX2 and FMA were detected.

@@ -5,7 +5,7 @@
 
 use super::microkernel::{Lhs, MicroKernel, Strip, MAX_TILE};
 use super::tile::{tile_source, TileLayout, TileSource, LARGE_TILE_TARGET_BYTES, TILE_TARGET_BYTES};
-use super::transpose::{Rows, Walk};
+use super::transpose::{Transpose, Walk};
 use super::{for_each_item, min_tiles, Element, SharedOut};
 use crate::geometry::Geometry;
 use crate::params::DataFormat;
@@ -165,7 +165,7 @@ pub fn run<T: Element>(
             let tile = match source {
                 Some((s, tile)) if s == start => tile,
                 _ => {
-                    let tile = tile_source(geo, &layout, &x, n, g0 * cg, groups_here * cg, start, packed, mk.write_rows);
+                    let tile = tile_source(geo, &layout, &x, n, g0 * cg, groups_here * cg, start, packed, mk.transpose);
                     source = Some((start, tile));
                     tile
                 }
@@ -215,20 +215,20 @@ pub fn run<T: Element>(
                 // steps (a multiple of mr) of nr filters; the strip's panels are this tile's.
                 unsafe { (mk.run)(lhs, b, bias_ptr, out_block[(t0 - t_begin) * nr..].as_mut_ptr(), nr, strip) };
                 if panel + strip.count == panels {
-                    let rows = Rows {
-                        block: out_block.as_ptr(),
-                        pitch: nr,
-                        steps: t_end - t_begin,
-                        filters: cols,
+                    let block = Transpose {
+                        src: out_block.as_ptr(),
+                        src_pitch: nr,
+                        rows: t_end - t_begin,
+                        cols,
                         // SAFETY: filter o0 of batch item n starts a row inside the output.
-                        out: unsafe { out_ptr.get().add((n * geo.filters + o0) * geo.out_steps + t_begin) },
-                        row_stride: geo.out_steps,
+                        dst: unsafe { out_ptr.get().add((n * geo.filters + o0) * geo.out_steps + t_begin) },
+                        dst_pitch: geo.out_steps,
                         walk: Walk::Destination,
                     };
                     // SAFETY: the block holds the tile's steps of nr >= cols filters; steps
                     // t_begin..t_end of filters o0..o0 + cols of batch item n are inside the
                     // output and owned by this work item alone.
-                    unsafe { (mk.write_rows)(rows) };
+                    unsafe { (mk.transpose)(block) };
                 }
             } else if rows == mr && cols == nr {
                 let offset = (n * geo.out_steps + t0) * geo.filters + o0;

@@ -87,17 +87,17 @@ pub trait Element: Float + Default + Send + Sync + Debug + 'static {
     /// The depthwise block kernel for this type and instruction set.
     fn depthwise_block(simd: Simd) -> depthwise::DepthwiseBlock<Self>;
     /// The register transpose between `[step][channel]` and `[channel][step]` blocks.
-    fn write_rows(simd: Simd) -> transpose::WriteRows<Self>;
+    fn transpose(simd: Simd) -> transpose::TransposeFn<Self>;
 }
 
 impl Element for f32 {
-    fn write_rows(simd: Simd) -> transpose::WriteRows<f32> {
+    fn transpose(simd: Simd) -> transpose::TransposeFn<f32> {
         #[cfg(target_arch = "x86_64")]
         if use_avx2(simd) {
             return transpose::avx2::f32_8x8;
         }
         let _ = simd;
-        transpose::write_rows_generic::<f32>
+        transpose::transpose_generic::<f32>
     }
 
     fn microkernel(simd: Simd, filters_per_group: usize) -> MicroKernel<f32> {
@@ -108,7 +108,7 @@ impl Element for f32 {
                 nr: 8,
                 run: microkernel::avx2::f32_12x8,
                 run_stream: microkernel::avx2::f32_12x8,
-                write_rows: Self::write_rows(simd),
+                transpose: Self::transpose(simd),
             };
         }
         #[cfg(target_arch = "x86_64")]
@@ -118,7 +118,7 @@ impl Element for f32 {
                 nr: 16,
                 run: microkernel::avx2::f32_6x16::<false>,
                 run_stream: microkernel::avx2::f32_6x16::<true>,
-                write_rows: Self::write_rows(simd),
+                transpose: Self::transpose(simd),
             };
         }
         let _ = (simd, filters_per_group);
@@ -127,7 +127,7 @@ impl Element for f32 {
             nr: 8,
             run: microkernel::portable_4x8::<f32>,
             run_stream: microkernel::portable_4x8::<f32>,
-            write_rows: Self::write_rows(simd),
+            transpose: Self::transpose(simd),
         }
     }
 
@@ -142,13 +142,13 @@ impl Element for f32 {
 }
 
 impl Element for f64 {
-    fn write_rows(simd: Simd) -> transpose::WriteRows<f64> {
+    fn transpose(simd: Simd) -> transpose::TransposeFn<f64> {
         #[cfg(target_arch = "x86_64")]
         if use_avx2(simd) {
             return transpose::avx2::f64_4x4;
         }
         let _ = simd;
-        transpose::write_rows_generic::<f64>
+        transpose::transpose_generic::<f64>
     }
 
     fn microkernel(simd: Simd, filters_per_group: usize) -> MicroKernel<f64> {
@@ -159,7 +159,7 @@ impl Element for f64 {
                 nr: 4,
                 run: microkernel::avx2::f64_12x4,
                 run_stream: microkernel::avx2::f64_12x4,
-                write_rows: Self::write_rows(simd),
+                transpose: Self::transpose(simd),
             };
         }
         #[cfg(target_arch = "x86_64")]
@@ -169,7 +169,7 @@ impl Element for f64 {
                 nr: 8,
                 run: microkernel::avx2::f64_6x8::<false>,
                 run_stream: microkernel::avx2::f64_6x8::<true>,
-                write_rows: Self::write_rows(simd),
+                transpose: Self::transpose(simd),
             };
         }
         let _ = (simd, filters_per_group);
@@ -178,7 +178,7 @@ impl Element for f64 {
             nr: 8,
             run: microkernel::portable_4x8::<f64>,
             run_stream: microkernel::portable_4x8::<f64>,
-            write_rows: Self::write_rows(simd),
+            transpose: Self::transpose(simd),
         }
     }
 

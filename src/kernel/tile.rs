@@ -1,7 +1,7 @@
 //! Input tiles: the rows of input that a run of output steps reads, copied once into a
 //! contiguous zero-padded buffer so kernels see no padding, layout or stride.
 
-use super::transpose::{Rows, Walk, WriteRows};
+use super::transpose::{Transpose, TransposeFn, Walk};
 use super::Element;
 use crate::geometry::Geometry;
 use ndarray::ArrayView3;
@@ -90,7 +90,7 @@ pub fn tile_source<T: Element>(
     cg: usize,
     t0: usize,
     packed: &mut [T],
-    transpose: WriteRows<T>,
+    transpose: TransposeFn<T>,
 ) -> TileSource<T> {
     let strides = x.strides();
     let first = geo.first_input_step(t0);
@@ -112,7 +112,7 @@ pub fn tile_source<T: Element>(
 
 /// Packs channels `c0..c0 + cg` of the input rows that the tile starting at output step `t0`
 /// reads, as `[row][channel]`, zero where the input is padded. `transpose` turns
-/// channels_first rows into packed ones.
+/// channels_first `[channel][step]` rows into `[step][channel]` ones.
 #[allow(clippy::too_many_arguments)]
 pub fn pack_tile<T: Element>(
     geo: &Geometry,
@@ -123,7 +123,7 @@ pub fn pack_tile<T: Element>(
     cg: usize,
     t0: usize,
     packed: &mut [T],
-    transpose: WriteRows<T>,
+    transpose: TransposeFn<T>,
 ) {
     let strides = x.strides();
     let (step_stride, channel_stride) = (strides[1], strides[2]);
@@ -148,14 +148,14 @@ pub fn pack_tile<T: Element>(
         rows[inside.end * cg..].fill(T::zero());
         if !inside.is_empty() {
             let first = geo.first_input_step(t0) + inside.start as isize;
-            let block = Rows {
+            let block = Transpose {
                 // SAFETY: steps first.. of channel c0 of batch item n are inside the input.
-                block: unsafe { base.offset(first) },
-                pitch: channel_stride as usize,
-                steps: cg,
-                filters: inside.len(),
-                out: rows[inside.start * cg..].as_mut_ptr(),
-                row_stride: cg,
+                src: unsafe { base.offset(first) },
+                src_pitch: channel_stride as usize,
+                rows: cg,
+                cols: inside.len(),
+                dst: rows[inside.start * cg..].as_mut_ptr(),
+                dst_pitch: cg,
                 walk: Walk::Source,
             };
             // SAFETY: channels c0..c0 + cg of steps first..first + inside.len() are elements of

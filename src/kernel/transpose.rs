@@ -1,48 +1,49 @@
-//! channels_first GEMM output: a filter block gathered as `[step][filter]` goes out as one
-//! contiguous row of steps per filter, through register transposes instead of one strided
-//! element at a time.
+//! Register transposes between `[step][channel]` and `[channel][step]` blocks: channels_first
+//! GEMM outputs, gathered as `[step][filter]`, go out as one row of steps per filter, and
+//! channels_first input goes into `[step][channel]` tiles, 8x8 elements (4x4 in f64) at a
+//! time instead of one strided element at a time.
 
 use std::ops::Range;
 
-/// A gathered block and where it goes: element `block[i * pitch + j]` (step `i < steps`,
-/// filter `j < filters`) is written to `out[j * row_stride + i]`.
+/// A block and where its transpose goes: `src[i * src_pitch + j]` (row `i < rows`, column
+/// `j < cols`) is written to `dst[j * dst_pitch + i]`.
 #[derive(Clone, Copy)]
-pub struct Rows<T> {
-    pub block: *const T,
-    pub pitch: usize,
-    pub steps: usize,
-    pub filters: usize,
-    pub out: *mut T,
-    pub row_stride: usize,
+pub struct Transpose<T> {
+    pub src: *const T,
+    pub src_pitch: usize,
+    pub rows: usize,
+    pub cols: usize,
+    pub dst: *mut T,
+    pub dst_pitch: usize,
     pub walk: Walk,
 }
 
-/// Which rows are finished one group at a time. Rows a power of two apart share a cache set:
+/// Which side is finished a few rows at a time. Rows a power of two apart share a cache set:
 /// walking across all of them at once evicts each line before its second half is used.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Walk {
-    /// A few output rows (filters) at a time, down all steps.
+    /// A few destination rows (source columns) at a time, across all source rows.
     Destination,
-    /// A few source rows (steps of the block) at a time, across all filters.
+    /// A few source rows at a time, across all source columns.
     Source,
 }
 
-/// A transposing writer for one element type and instruction set.
+/// A transpose for one element type and instruction set.
 ///
 /// # Safety
-/// `block` holds `steps` rows of `pitch >= filters` elements; `out` has `filters` writable
-/// rows of `steps` elements, `row_stride` apart, that overlap neither each other nor `block`.
-pub type WriteRows<T> = unsafe fn(Rows<T>);
+/// `src` holds `rows` rows of `src_pitch >= cols` elements; `dst` has `cols` writable rows of
+/// `rows` elements, `dst_pitch` apart, that overlap neither each other nor `src`.
+pub type TransposeFn<T> = unsafe fn(Transpose<T>);
 
-/// Steps `steps` of filters `filters`, one element at a time.
+/// Rows `rows` by columns `cols` of the block, one element at a time.
 ///
 /// # Safety
-/// As [`WriteRows`], for the given ranges.
-unsafe fn write_range<T: Copy>(r: &Rows<T>, steps: Range<usize>, filters: Range<usize>) {
-    for j in filters {
-        for i in steps.clone() {
+/// As [`TransposeFn`], for the given ranges.
+unsafe fn transpose_range<T: Copy>(t: &Transpose<T>, rows: Range<usize>, cols: Range<usize>) {
+    for j in cols {
+        for i in rows.clone() {
             // SAFETY: the caller's contract.
-            unsafe { *r.out.add(j * r.row_stride + i) = *r.block.add(i * r.pitch + j) };
+            unsafe { *t.dst.add(j * t.dst_pitch + i) = *t.src.add(i * t.src_pitch + j) };
         }
     }
 }
@@ -50,80 +51,80 @@ unsafe fn write_range<T: Copy>(r: &Rows<T>, steps: Range<usize>, filters: Range<
 /// Any element type, any CPU.
 ///
 /// # Safety
-/// As [`WriteRows`].
-pub unsafe fn write_rows_generic<T: Copy>(r: Rows<T>) {
+/// As [`TransposeFn`].
+pub unsafe fn transpose_generic<T: Copy>(t: Transpose<T>) {
     // SAFETY: the caller's contract.
-    unsafe { write_range(&r, 0..r.steps, 0..r.filters) };
+    unsafe { transpose_range(&t, 0..t.rows, 0..t.cols) };
 }
 
 #[cfg(target_arch = "x86_64")]
 pub mod avx2 {
-    use super::{write_range, Rows, Walk};
+    use super::{transpose_range, Transpose, Walk};
     use std::arch::x86_64::*;
 
-    /// 8 steps x 8 filters per transpose; the edges one element at a time.
+    /// 8 rows x 8 columns per register transpose; the edges one element at a time.
     ///
     /// # Safety
-    /// As [`super::WriteRows`]; the CPU has AVX2.
+    /// As [`super::TransposeFn`]; the CPU has AVX2.
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn f32_8x8(r: Rows<f32>) {
-        let (steps, filters) = (r.steps / 8 * 8, r.filters / 8 * 8);
-        let (outer, inner) = if r.walk == Walk::Destination { (filters, steps) } else { (steps, filters) };
+    pub unsafe fn f32_8x8(t: Transpose<f32>) {
+        let (rows, cols) = (t.rows / 8 * 8, t.cols / 8 * 8);
+        let (outer, inner) = if t.walk == Walk::Destination { (cols, rows) } else { (rows, cols) };
         for a in (0..outer).step_by(8) {
             for b in (0..inner).step_by(8) {
-                let (i0, j0) = if r.walk == Walk::Destination { (b, a) } else { (a, b) };
-                // SAFETY: steps i0..i0+8 and filters j0..j0+8 are inside the block and rows.
+                let (i0, j0) = if t.walk == Walk::Destination { (b, a) } else { (a, b) };
+                // SAFETY: rows i0..i0+8 and columns j0..j0+8 are inside the block.
                 unsafe {
-                    let src = r.block.add(i0 * r.pitch + j0);
-                    let v: [__m256; 8] = std::array::from_fn(|k| _mm256_loadu_ps(src.add(k * r.pitch)));
-                    let dst = r.out.add(j0 * r.row_stride + i0);
+                    let src = t.src.add(i0 * t.src_pitch + j0);
+                    let v: [__m256; 8] = std::array::from_fn(|k| _mm256_loadu_ps(src.add(k * t.src_pitch)));
+                    let dst = t.dst.add(j0 * t.dst_pitch + i0);
                     for (k, column) in transpose_8x8(v).into_iter().enumerate() {
-                        _mm256_storeu_ps(dst.add(k * r.row_stride), column);
+                        _mm256_storeu_ps(dst.add(k * t.dst_pitch), column);
                     }
                 }
             }
         }
         // SAFETY: the caller's contract, for the edges left.
         unsafe {
-            write_range(&r, steps..r.steps, 0..filters);
-            write_range(&r, 0..r.steps, filters..r.filters);
+            transpose_range(&t, rows..t.rows, 0..cols);
+            transpose_range(&t, 0..t.rows, cols..t.cols);
         }
     }
 
-    /// 4 steps x 4 filters per transpose; the edges one element at a time.
+    /// 4 rows x 4 columns per register transpose; the edges one element at a time.
     ///
     /// # Safety
-    /// As [`super::WriteRows`]; the CPU has AVX2.
+    /// As [`super::TransposeFn`]; the CPU has AVX2.
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn f64_4x4(r: Rows<f64>) {
-        let (steps, filters) = (r.steps / 4 * 4, r.filters / 4 * 4);
-        let (outer, inner) = if r.walk == Walk::Destination { (filters, steps) } else { (steps, filters) };
+    pub unsafe fn f64_4x4(t: Transpose<f64>) {
+        let (rows, cols) = (t.rows / 4 * 4, t.cols / 4 * 4);
+        let (outer, inner) = if t.walk == Walk::Destination { (cols, rows) } else { (rows, cols) };
         for a in (0..outer).step_by(4) {
             for b in (0..inner).step_by(4) {
-                let (i0, j0) = if r.walk == Walk::Destination { (b, a) } else { (a, b) };
-                // SAFETY: steps i0..i0+4 and filters j0..j0+4 are inside the block and rows.
+                let (i0, j0) = if t.walk == Walk::Destination { (b, a) } else { (a, b) };
+                // SAFETY: rows i0..i0+4 and columns j0..j0+4 are inside the block.
                 unsafe {
-                    let src = r.block.add(i0 * r.pitch + j0);
-                    let [a, b, c, d]: [__m256d; 4] = std::array::from_fn(|k| _mm256_loadu_pd(src.add(k * r.pitch)));
+                    let src = t.src.add(i0 * t.src_pitch + j0);
+                    let [a, b, c, d]: [__m256d; 4] = std::array::from_fn(|k| _mm256_loadu_pd(src.add(k * t.src_pitch)));
                     let (ab_low, ab_high) = (_mm256_unpacklo_pd(a, b), _mm256_unpackhi_pd(a, b));
                     let (cd_low, cd_high) = (_mm256_unpacklo_pd(c, d), _mm256_unpackhi_pd(c, d));
-                    let columns = [
+                    let transposed = [
                         _mm256_permute2f128_pd(ab_low, cd_low, 0x20),
                         _mm256_permute2f128_pd(ab_high, cd_high, 0x20),
                         _mm256_permute2f128_pd(ab_low, cd_low, 0x31),
                         _mm256_permute2f128_pd(ab_high, cd_high, 0x31),
                     ];
-                    let dst = r.out.add(j0 * r.row_stride + i0);
-                    for (k, column) in columns.into_iter().enumerate() {
-                        _mm256_storeu_pd(dst.add(k * r.row_stride), column);
+                    let dst = t.dst.add(j0 * t.dst_pitch + i0);
+                    for (k, column) in transposed.into_iter().enumerate() {
+                        _mm256_storeu_pd(dst.add(k * t.dst_pitch), column);
                     }
                 }
             }
         }
         // SAFETY: the caller's contract, for the edges left.
         unsafe {
-            write_range(&r, steps..r.steps, 0..filters);
-            write_range(&r, 0..r.steps, filters..r.filters);
+            transpose_range(&t, rows..t.rows, 0..cols);
+            transpose_range(&t, 0..t.rows, cols..t.cols);
         }
     }
 
