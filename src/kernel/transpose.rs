@@ -165,3 +165,42 @@ pub mod avx2 {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{Transpose, TransposeFn, Walk};
+    use crate::kernel::{Element, Simd};
+
+    /// Every block shape up to 19 x 19 (full registers and edges), padded source rows and
+    /// destination rows, both walks: each destination element is its source element, and the
+    /// padding around the destination rows is untouched.
+    fn check<T: Element>(transpose: TransposeFn<T>) {
+        let value = |i: usize, j: usize| T::from(1000 * i + j + 1).unwrap();
+        for rows in 0..20 {
+            for cols in 0..20 {
+                for walk in [Walk::Destination, Walk::Source] {
+                    let (src_pitch, dst_pitch) = (cols + 3, rows + 5);
+                    let src: Vec<T> = (0..rows * src_pitch).map(|k| value(k / src_pitch, k % src_pitch)).collect();
+                    let mut dst = vec![T::neg_infinity(); cols * dst_pitch];
+                    let block = Transpose { src: src.as_ptr(), src_pitch, rows, cols, dst: dst.as_mut_ptr(), dst_pitch, walk };
+                    // SAFETY: src has `rows` rows of src_pitch >= cols, dst `cols` rows of dst_pitch >= rows.
+                    unsafe { transpose(block) };
+                    for j in 0..cols {
+                        for k in 0..dst_pitch {
+                            let expected = if k < rows { value(k, j) } else { T::neg_infinity() };
+                            assert_eq!(dst[j * dst_pitch + k], expected, "{rows}x{cols}, row {j}, element {k}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn transposes_every_shape_on_every_instruction_set() {
+        for simd in [Simd::Auto, Simd::Portable] {
+            check::<f32>(f32::transpose(simd));
+            check::<f64>(f64::transpose(simd));
+        }
+    }
+}
