@@ -300,7 +300,7 @@ impl<T: Element> PreparedKernel<T> {
             return fft::run(geo, x, &weights, bias, self.options.simd, parallel, out);
         }
         match &self.packed {
-            Packed::Gemm(weights, mk) => gemm::run(geo, x, weights, bias, *mk, parallel, out),
+            Packed::Gemm(weights, mk) => gemm::run(geo, x, weights, bias, *mk, self.options.simd, parallel, out),
             Packed::Depthwise(weights) => depthwise::run(geo, x, weights, bias, self.options.simd, parallel, out),
             Packed::Reference(kernel) => reference_into(geo, x, kernel.view(), bias, out),
         }

@@ -6,7 +6,7 @@
 use super::microkernel::{Lhs, MicroKernel, Strip, MAX_TILE};
 use super::tile::{tile_source, TileLayout, TileSource, LARGE_TILE_TARGET_BYTES, TILE_TARGET_BYTES};
 use super::transpose::{Transpose, Walk};
-use super::{for_each_item, min_tiles, Element, SharedOut};
+use super::{for_each_item, min_tiles, Element, SharedOut, Simd};
 use crate::geometry::Geometry;
 use crate::params::DataFormat;
 use ndarray::{ArrayView1, ArrayView3};
@@ -78,6 +78,7 @@ pub fn run<T: Element>(
     weights: &PackedWeights<T>,
     bias: Option<ArrayView1<T>>,
     mk: MicroKernel<T>,
+    simd: Simd,
     parallel: bool,
     out: &mut [MaybeUninit<T>],
 ) {
@@ -122,6 +123,7 @@ pub fn run<T: Element>(
     let tiles = geo.out_steps.div_ceil(layout.steps);
     let items = geo.batch * chunks * tiles;
     let out_ptr = SharedOut(out.as_mut_ptr().cast::<T>());
+    let transpose = T::transpose(simd);
     // Outputs far larger than the caches would not stay there anyway: write around them, which
     // also saves reading each output line before writing it (measured faster however much
     // work each element takes). Only tiles whose rows span a cache line's worth of filters:
@@ -165,7 +167,7 @@ pub fn run<T: Element>(
             let tile = match source {
                 Some((s, tile)) if s == start => tile,
                 _ => {
-                    let tile = tile_source(geo, &layout, &x, n, g0 * cg, groups_here * cg, start, packed, mk.transpose);
+                    let tile = tile_source(geo, &layout, &x, n, g0 * cg, groups_here * cg, start, packed, transpose);
                     source = Some((start, tile));
                     tile
                 }
@@ -228,7 +230,7 @@ pub fn run<T: Element>(
                     // SAFETY: the block holds the tile's steps of nr >= cols filters; steps
                     // t_begin..t_end of filters o0..o0 + cols of batch item n are inside the
                     // output and owned by this work item alone.
-                    unsafe { (mk.transpose)(block) };
+                    unsafe { transpose(block) };
                 }
             } else if rows == mr && cols == nr {
                 let offset = (n * geo.out_steps + t0) * geo.filters + o0;

@@ -21,9 +21,6 @@ pub struct MicroKernel<T> {
     /// `run` with non-temporal stores where the tile has them (else `run` itself); needs every
     /// tile's `c` and `ldc * size_of::<T>()` 16-byte aligned.
     pub run_stream: unsafe fn(a: Lhs<T>, b: *const T, bias: *const T, c: *mut T, ldc: usize, strip: Strip),
-    /// The transpose for this element type and instruction set: channels_first tiles and
-    /// outputs go through it.
-    pub transpose: super::transpose::TransposeFn<T>,
 }
 
 /// Tiles one kernel call computes in a row, and how far (in elements) each pointer moves from

@@ -108,7 +108,6 @@ impl Element for f32 {
                 nr: 8,
                 run: microkernel::avx2::f32_12x8,
                 run_stream: microkernel::avx2::f32_12x8,
-                transpose: Self::transpose(simd),
             };
         }
         #[cfg(target_arch = "x86_64")]
@@ -118,17 +117,10 @@ impl Element for f32 {
                 nr: 16,
                 run: microkernel::avx2::f32_6x16::<false>,
                 run_stream: microkernel::avx2::f32_6x16::<true>,
-                transpose: Self::transpose(simd),
             };
         }
         let _ = (simd, filters_per_group);
-        MicroKernel {
-            mr: 4,
-            nr: 8,
-            run: microkernel::portable_4x8::<f32>,
-            run_stream: microkernel::portable_4x8::<f32>,
-            transpose: Self::transpose(simd),
-        }
+        MicroKernel { mr: 4, nr: 8, run: microkernel::portable_4x8::<f32>, run_stream: microkernel::portable_4x8::<f32> }
     }
 
     fn depthwise_block(simd: Simd) -> depthwise::DepthwiseBlock<f32> {
@@ -159,7 +151,6 @@ impl Element for f64 {
                 nr: 4,
                 run: microkernel::avx2::f64_12x4,
                 run_stream: microkernel::avx2::f64_12x4,
-                transpose: Self::transpose(simd),
             };
         }
         #[cfg(target_arch = "x86_64")]
@@ -169,17 +160,10 @@ impl Element for f64 {
                 nr: 8,
                 run: microkernel::avx2::f64_6x8::<false>,
                 run_stream: microkernel::avx2::f64_6x8::<true>,
-                transpose: Self::transpose(simd),
             };
         }
         let _ = (simd, filters_per_group);
-        MicroKernel {
-            mr: 4,
-            nr: 8,
-            run: microkernel::portable_4x8::<f64>,
-            run_stream: microkernel::portable_4x8::<f64>,
-            transpose: Self::transpose(simd),
-        }
+        MicroKernel { mr: 4, nr: 8, run: microkernel::portable_4x8::<f64>, run_stream: microkernel::portable_4x8::<f64> }
     }
 
     fn depthwise_block(simd: Simd) -> depthwise::DepthwiseBlock<f64> {

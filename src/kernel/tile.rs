@@ -193,7 +193,7 @@ fn consecutive_rows(geo: &Geometry, layout: &TileLayout, t0: usize) -> Option<st
         return None;
     }
     let first = geo.first_input_step(t0);
-    let start = first.unsigned_abs().min(layout.rows) * usize::from(first < 0);
+    let start = if first < 0 { first.unsigned_abs().min(layout.rows) } else { 0 };
     let end = (geo.steps as isize - first).clamp(0, layout.rows as isize) as usize;
     Some(start..end.max(start))
 }

@@ -57,9 +57,31 @@ pub unsafe fn transpose_generic<T: Copy>(t: Transpose<T>) {
     unsafe { transpose_range(&t, 0..t.rows, 0..t.cols) };
 }
 
+/// Calls `block(i0, j0)` for every full `width x width` block (rows `i0..`, columns `j0..`)
+/// in the order `t.walk` asks, then transposes the edges left one element at a time.
+///
+/// # Safety
+/// As [`TransposeFn`]; `block` transposes the block it is given.
+#[inline(always)]
+unsafe fn by_blocks<T: Copy>(t: &Transpose<T>, width: usize, mut block: impl FnMut(usize, usize)) {
+    let (rows, cols) = (t.rows / width * width, t.cols / width * width);
+    let (outer, inner) = if t.walk == Walk::Destination { (cols, rows) } else { (rows, cols) };
+    for a in (0..outer).step_by(width) {
+        for b in (0..inner).step_by(width) {
+            let (i0, j0) = if t.walk == Walk::Destination { (b, a) } else { (a, b) };
+            block(i0, j0);
+        }
+    }
+    // SAFETY: the caller's contract, for the edges left.
+    unsafe {
+        transpose_range(t, rows..t.rows, 0..cols);
+        transpose_range(t, 0..t.rows, cols..t.cols);
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 pub mod avx2 {
-    use super::{transpose_range, Transpose, Walk};
+    use super::{by_blocks, Transpose};
     use std::arch::x86_64::*;
 
     /// 8 rows x 8 columns per register transpose; the edges one element at a time.
@@ -68,26 +90,17 @@ pub mod avx2 {
     /// As [`super::TransposeFn`]; the CPU has AVX2.
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn f32_8x8(t: Transpose<f32>) {
-        let (rows, cols) = (t.rows / 8 * 8, t.cols / 8 * 8);
-        let (outer, inner) = if t.walk == Walk::Destination { (cols, rows) } else { (rows, cols) };
-        for a in (0..outer).step_by(8) {
-            for b in (0..inner).step_by(8) {
-                let (i0, j0) = if t.walk == Walk::Destination { (b, a) } else { (a, b) };
-                // SAFETY: rows i0..i0+8 and columns j0..j0+8 are inside the block.
-                unsafe {
-                    let src = t.src.add(i0 * t.src_pitch + j0);
-                    let v: [__m256; 8] = std::array::from_fn(|k| _mm256_loadu_ps(src.add(k * t.src_pitch)));
-                    let dst = t.dst.add(j0 * t.dst_pitch + i0);
-                    for (k, column) in transpose_8x8(v).into_iter().enumerate() {
-                        _mm256_storeu_ps(dst.add(k * t.dst_pitch), column);
-                    }
-                }
-            }
-        }
-        // SAFETY: the caller's contract, for the edges left.
+        // SAFETY: the caller's contract; each block's rows i0..i0+8 and columns j0..j0+8 are
+        // inside it.
         unsafe {
-            transpose_range(&t, rows..t.rows, 0..cols);
-            transpose_range(&t, 0..t.rows, cols..t.cols);
+            by_blocks(&t, 8, |i0, j0| {
+                let src = t.src.add(i0 * t.src_pitch + j0);
+                let v: [__m256; 8] = std::array::from_fn(|k| _mm256_loadu_ps(src.add(k * t.src_pitch)));
+                let dst = t.dst.add(j0 * t.dst_pitch + i0);
+                for (k, column) in transpose_8x8(v).into_iter().enumerate() {
+                    _mm256_storeu_ps(dst.add(k * t.dst_pitch), column);
+                }
+            })
         }
     }
 
@@ -97,34 +110,25 @@ pub mod avx2 {
     /// As [`super::TransposeFn`]; the CPU has AVX2.
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn f64_4x4(t: Transpose<f64>) {
-        let (rows, cols) = (t.rows / 4 * 4, t.cols / 4 * 4);
-        let (outer, inner) = if t.walk == Walk::Destination { (cols, rows) } else { (rows, cols) };
-        for a in (0..outer).step_by(4) {
-            for b in (0..inner).step_by(4) {
-                let (i0, j0) = if t.walk == Walk::Destination { (b, a) } else { (a, b) };
-                // SAFETY: rows i0..i0+4 and columns j0..j0+4 are inside the block.
-                unsafe {
-                    let src = t.src.add(i0 * t.src_pitch + j0);
-                    let [a, b, c, d]: [__m256d; 4] = std::array::from_fn(|k| _mm256_loadu_pd(src.add(k * t.src_pitch)));
-                    let (ab_low, ab_high) = (_mm256_unpacklo_pd(a, b), _mm256_unpackhi_pd(a, b));
-                    let (cd_low, cd_high) = (_mm256_unpacklo_pd(c, d), _mm256_unpackhi_pd(c, d));
-                    let transposed = [
-                        _mm256_permute2f128_pd(ab_low, cd_low, 0x20),
-                        _mm256_permute2f128_pd(ab_high, cd_high, 0x20),
-                        _mm256_permute2f128_pd(ab_low, cd_low, 0x31),
-                        _mm256_permute2f128_pd(ab_high, cd_high, 0x31),
-                    ];
-                    let dst = t.dst.add(j0 * t.dst_pitch + i0);
-                    for (k, column) in transposed.into_iter().enumerate() {
-                        _mm256_storeu_pd(dst.add(k * t.dst_pitch), column);
-                    }
-                }
-            }
-        }
-        // SAFETY: the caller's contract, for the edges left.
+        // SAFETY: the caller's contract; each block's rows i0..i0+4 and columns j0..j0+4 are
+        // inside it.
         unsafe {
-            transpose_range(&t, rows..t.rows, 0..cols);
-            transpose_range(&t, 0..t.rows, cols..t.cols);
+            by_blocks(&t, 4, |i0, j0| {
+                let src = t.src.add(i0 * t.src_pitch + j0);
+                let [a, b, c, d]: [__m256d; 4] = std::array::from_fn(|k| _mm256_loadu_pd(src.add(k * t.src_pitch)));
+                let (ab_low, ab_high) = (_mm256_unpacklo_pd(a, b), _mm256_unpackhi_pd(a, b));
+                let (cd_low, cd_high) = (_mm256_unpacklo_pd(c, d), _mm256_unpackhi_pd(c, d));
+                let transposed = [
+                    _mm256_permute2f128_pd(ab_low, cd_low, 0x20),
+                    _mm256_permute2f128_pd(ab_high, cd_high, 0x20),
+                    _mm256_permute2f128_pd(ab_low, cd_low, 0x31),
+                    _mm256_permute2f128_pd(ab_high, cd_high, 0x31),
+                ];
+                let dst = t.dst.add(j0 * t.dst_pitch + i0);
+                for (k, column) in transposed.into_iter().enumerate() {
+                    _mm256_storeu_pd(dst.add(k * t.dst_pitch), column);
+                }
+            })
         }
     }
 
