@@ -217,6 +217,36 @@ fn outputs_larger_than_the_caches_match_reference() {
     }
 }
 
+#[test]
+fn weights_too_large_for_the_caches_are_summed_a_slice_of_channels_at_a_time() {
+    // Over 4 MiB of weights per group in both precisions: the channel sums are taken in slices
+    // (the last one shorter), over partial panels and a partial last filter block, on tiles of
+    // one slice's channels (channels_last) or of every channel (channels_first). The
+    // narrow-tile case slices a long kernel's few filters.
+    let shapes = [
+        (1100usize, 330usize, 3usize, Conv1dParams::new().padding(Padding::Same)),
+        (1100, 330, 3, Conv1dParams::new().padding(Padding::Causal).dilation_rate(2).strides(2)),
+        (16400, 5, 8, Conv1dParams::new().padding(Padding::Valid)),
+    ];
+    for (cg, fg, k, params) in shapes {
+        for format in [DataFormat::ChannelsLast, DataFormat::ChannelsFirst] {
+            let c = Case {
+                batch: 2,
+                steps: 45,
+                groups: 1,
+                in_per_group: cg,
+                filters_per_group: fg,
+                kernel_size: k,
+                params: params.data_format(format),
+                use_bias: true,
+                seed: 23,
+            };
+            check::<f32>(&c, |v| v as f32).unwrap();
+            check::<f64>(&c, |v| v).unwrap();
+        }
+    }
+}
+
 /// The FFT path rounds differently from a direct sum: compare within what float64 rounding allows.
 #[test]
 fn fft_path_matches_reference_within_rounding() {

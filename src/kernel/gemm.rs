@@ -3,7 +3,7 @@
 //! input rows its output steps read into a contiguous, zero-padded tile, and the
 //! micro-kernel reads every tap straight from that tile. Extra memory is one tile per worker.
 
-use super::microkernel::{Lhs, MicroKernel, Strip, MAX_TILE};
+use super::microkernel::{KernelFn, Lhs, MicroKernel, Strip, MAX_TILE};
 use super::tile::{tile_source, TileLayout, TileSource, LARGE_TILE_TARGET_BYTES, TILE_TARGET_BYTES};
 use super::transpose::{Transpose, Walk};
 use super::{for_each_item, min_tiles, Element, SharedOut, Simd};
@@ -67,6 +67,13 @@ const L1_BYTES: usize = 32 * 1024;
 /// Most weights of the groups one work item computes together (they stay in L2).
 const GROUP_CHUNK_MAX_BYTES: usize = 128 * 1024;
 
+/// Weights of one group from which no cache keeps them from one tile of steps to the next:
+/// above this, the channel sum is taken a slice of channels at a time (see [`ChannelSlices`]).
+const SLICE_MIN_WEIGHT_BYTES: usize = 4 << 20;
+/// Weights of one filter block for one slice of channels: they stay in L2 while a tile's
+/// panels stream past.
+const SLICE_WEIGHT_BYTES: usize = 48 * 1024;
+
 /// Output size from which results bypass the caches.
 pub(crate) const STREAM_MIN_BYTES: usize = 8 << 20;
 
@@ -116,10 +123,21 @@ pub fn run<T: Element>(
         1
     };
     let chunks = geo.groups.div_ceil(chunk);
+    let elem = std::mem::size_of::<T>();
+    let slices = if panel_major || group_weight_bytes < SLICE_MIN_WEIGHT_BYTES {
+        ChannelSlices::whole(cg)
+    } else {
+        ChannelSlices::new(cg, SLICE_WEIGHT_BYTES / (geo.kernel_size * nr * elem))
+    };
+    // channels_last takes the slices one after another, each over a tile of only its channels,
+    // which is as many times longer: each block's slice of weights then serves that many more
+    // steps. channels_first tiles hold every channel, and each call takes the slices in turn.
+    let outer_slices = if channels_first { 1 } else { slices.count };
+    let tile_channels = if outer_slices > 1 { slices.width } else { chunk * cg };
     let tile_bytes =
         if panel_len * std::mem::size_of::<T>() > L1_BYTES { LARGE_TILE_TARGET_BYTES } else { TILE_TARGET_BYTES };
     let parallel = parallel && geo.macs() >= super::PARALLEL_MIN_MACS;
-    let layout = TileLayout::choose(geo, mr, chunk * cg, std::mem::size_of::<T>(), tile_bytes, min_tiles(geo, parallel, geo.batch * chunks));
+    let layout = TileLayout::choose(geo, mr, tile_channels, elem, tile_bytes, min_tiles(geo, parallel, geo.batch * chunks));
     let tiles = geo.out_steps.div_ceil(layout.steps);
     let items = geo.batch * chunks * tiles;
     let out_ptr = SharedOut(out.as_mut_ptr().cast::<T>());
@@ -131,13 +149,16 @@ pub fn run<T: Element>(
     // those is slower than ordinary stores.
     let out_bytes = out.len() * std::mem::size_of::<T>();
     let stream = out_bytes >= STREAM_MIN_BYTES
+        && slices.count == 1
         && nr * std::mem::size_of::<T>() >= 64
         && (geo.filters * std::mem::size_of::<T>()) % 16 == 0;
 
+    // Bias of the slices before the last, which add to sums still in progress.
+    let no_bias = if slices.count > 1 { vec![T::zero(); nr] } else { Vec::new() };
+    let tile_len = layout.rows * tile_channels;
     // With channels_first, a filter block's outputs for the whole tile are gathered here and
     // written out one filter row at a time: writing each micro-tile's few steps per filter
     // straight out touches nr lines a power of two apart, which share a cache set.
-    let tile_len = layout.rows * chunk * cg;
     let block_len = if channels_first { layout.steps * nr } else { 0 };
     for_each_item::<T, _>(items, tile_len + block_len, parallel, |item, scratch| {
         let (packed, out_block) = scratch.split_at_mut(tile_len);
@@ -148,133 +169,158 @@ pub fn run<T: Element>(
         let t_begin = tile * layout.steps;
         let t_end = (t_begin + layout.steps).min(geo.out_steps);
         let mut scratch_tile = [T::zero(); MAX_TILE];
-        let mut source: Option<(usize, TileSource<T>)> = None;
         let panels = (t_end - t_begin).div_ceil(mr);
-        // Divisions cost more than a short micro-kernel call: counters step through
-        // (panel, group, block), or (block, panel) when each block's weights stay in L2.
-        let (mut g, mut fb, mut panel) = (g0, 0, 0);
         let full_blocks = fg / nr;
         let full_panels = (t_end - t_begin) / mr;
-        let mut remaining = groups_here * blocks * panels;
-        while remaining > 0 {
-            let t0 = t_begin + panel * mr;
-            let cols = nr.min(fg - fb * nr);
-            let o0 = g * fg + fb * nr;
-            let b = weights.data[(g * blocks + fb) * panel_len..].as_ptr();
-            let bias_ptr = bias_blocks[(g * blocks + fb) * nr..].as_ptr();
-            // im2col tiles hold MR rows only: repack when the rows change.
-            let start = if layout.im2col { t0 } else { t_begin };
-            let tile = match source {
-                Some((s, tile)) if s == start => tile,
-                _ => {
-                    let tile = tile_source(geo, &layout, &x, n, g0 * cg, groups_here * cg, start, packed, transpose);
-                    source = Some((start, tile));
-                    tile
+        for slice in 0..outer_slices {
+            let (slice_start, slice_channels) = if outer_slices > 1 { slices.range(slice) } else { (0, cg) };
+            let mut source: Option<(usize, TileSource<T>)> = None;
+            // Divisions cost more than a short micro-kernel call: counters step through
+            // (panel, group, block), or (block, panel) when each block's weights stay in L2.
+            let (mut g, mut fb, mut panel) = (g0, 0, 0);
+            let mut remaining = groups_here * blocks * panels;
+            while remaining > 0 {
+                let t0 = t_begin + panel * mr;
+                let cols = nr.min(fg - fb * nr);
+                let o0 = g * fg + fb * nr;
+                let b = weights.data[(g * blocks + fb) * panel_len + slice_start * nr..].as_ptr();
+                let bias_ptr = bias_blocks[(g * blocks + fb) * nr..].as_ptr();
+                // im2col tiles hold MR rows only: repack when the rows change.
+                let start = if layout.im2col { t0 } else { t_begin };
+                let tile = match source {
+                    Some((s, tile)) if s == start => tile,
+                    _ => {
+                        let (c0, width) =
+                            if outer_slices > 1 { (g0 * cg + slice_start, slice_channels) } else { (g0 * cg, groups_here * cg) };
+                        let tile = tile_source(geo, &layout, &x, n, c0, width, start, packed, transpose);
+                        source = Some((start, tile));
+                        tile
+                    }
+                };
+                if panel_major && g == g0 && fb == 0 && !layout.im2col {
+                    prefetch_next_panel_rows(&layout, &tile, t0 - start, mr, geo.kernel_size, groups_here * cg, std::mem::size_of::<T>());
                 }
-            };
-            if panel_major && g == g0 && fb == 0 && !layout.im2col {
-                prefetch_next_panel_rows(&layout, &tile, t0 - start, mr, geo.kernel_size, groups_here * cg, std::mem::size_of::<T>());
-            }
-            let tap = layout.tap_step * tile.pitch;
-            // When consecutive taps are adjacent in memory (dilation 1 over a tile of exactly
-            // the group's channels), one contiguous run of taps * channels replaces the tap
-            // loop: the same values in the same order, with less loop overhead.
-            let (taps, channels) = if tap == cg { (1, geo.kernel_size * cg) } else { (geo.kernel_size, cg) };
-            let lhs = Lhs {
-                // SAFETY: output row t0 - start of the tile starts inside it (TileLayout), and
-                // the tile holds the channels of groups g0..g0 + groups_here.
-                ptr: unsafe { tile.ptr.add((t0 - start) * layout.row_step * tile.pitch + (g - g0) * cg) },
-                row: layout.row_step * tile.pitch,
-                tap,
-                taps,
-                channels,
-            };
-            let rows = mr.min(geo.out_steps - t0);
-            // Tiles that one kernel call takes in a row: the rest of this group's full filter
-            // blocks (panel-major), or the rest of the tile's panels (block-major), all of whose
-            // outputs go straight to their place.
-            let strip = if panel_major {
-                if rows == mr && blocks == 1 && full_blocks == 1 {
-                    // One full block per group: the strip runs on across the chunk's groups,
-                    // whose channels, weights and filters follow one another.
-                    Strip { count: g0 + groups_here - g, a: cg, b: panel_len, bias: nr, c: nr }
-                } else if rows == mr && fb < full_blocks {
-                    Strip { count: full_blocks - fb, a: 0, b: panel_len, bias: nr, c: nr }
+                let tap = layout.tap_step * tile.pitch;
+                // When consecutive taps are adjacent in memory (dilation 1 over a tile of exactly
+                // the group's channels), one contiguous run of taps * channels replaces the tap
+                // loop: the same values in the same order, with less loop overhead.
+                let (taps, channels) =
+                    if tap == cg && slices.count == 1 { (1, geo.kernel_size * cg) } else { (geo.kernel_size, slice_channels) };
+                let lhs = Lhs {
+                    // SAFETY: output row t0 - start of the tile starts inside it (TileLayout), and
+                    // the tile holds the channels of groups g0..g0 + groups_here.
+                    ptr: unsafe { tile.ptr.add((t0 - start) * layout.row_step * tile.pitch + (g - g0) * cg) },
+                    row: layout.row_step * tile.pitch,
+                    tap,
+                    taps,
+                    channels,
+                    weights_tap: cg * nr,
+                };
+                let rows = mr.min(geo.out_steps - t0);
+                // Tiles that one kernel call takes in a row: the rest of this group's full filter
+                // blocks (panel-major), or the rest of the tile's panels (block-major), all of whose
+                // outputs go straight to their place.
+                let strip = if panel_major {
+                    if rows == mr && blocks == 1 && full_blocks == 1 {
+                        // One full block per group: the strip runs on across the chunk's groups,
+                        // whose channels, weights and filters follow one another.
+                        Strip { count: g0 + groups_here - g, a: cg, b: panel_len, bias: nr, c: nr }
+                    } else if rows == mr && fb < full_blocks {
+                        Strip { count: full_blocks - fb, a: 0, b: panel_len, bias: nr, c: nr }
+                    } else {
+                        Strip::ONE
+                    }
+                } else if layout.im2col {
+                    Strip::ONE
+                } else if channels_first {
+                    Strip { count: panels - panel, a: lhs.row * mr, b: 0, bias: 0, c: mr * nr }
+                } else if cols == nr && panel < full_panels {
+                    Strip { count: full_panels - panel, a: lhs.row * mr, b: 0, bias: 0, c: mr * geo.filters }
                 } else {
                     Strip::ONE
-                }
-            } else if layout.im2col {
-                Strip::ONE
-            } else if channels_first {
-                Strip { count: panels - panel, a: lhs.row * mr, b: 0, bias: 0, c: mr * nr }
-            } else if cols == nr && panel < full_panels {
-                Strip { count: full_panels - panel, a: lhs.row * mr, b: 0, bias: 0, c: mr * geo.filters }
-            } else {
-                Strip::ONE
-            };
-            if channels_first {
-                // SAFETY: as above, into rows t0 - t_begin.. of the block, which has the tile's
-                // steps (a multiple of mr) of nr filters; the strip's panels are this tile's.
-                unsafe { (mk.run)(lhs, b, bias_ptr, out_block[(t0 - t_begin) * nr..].as_mut_ptr(), nr, strip) };
-                if panel + strip.count == panels {
-                    let block = Transpose {
-                        src: out_block.as_ptr(),
-                        src_pitch: nr,
-                        rows: t_end - t_begin,
-                        cols,
-                        // SAFETY: filter o0 of batch item n starts a row inside the output.
-                        dst: unsafe { out_ptr.get().add((n * geo.filters + o0) * geo.out_steps + t_begin) },
-                        dst_pitch: geo.out_steps,
-                        walk: Walk::Destination,
-                    };
-                    // SAFETY: the block holds the tile's steps of nr >= cols filters; steps
-                    // t_begin..t_end of filters o0..o0 + cols of batch item n are inside the
-                    // output and owned by this work item alone.
-                    unsafe { transpose(block) };
-                }
-            } else if rows == mr && cols == nr {
-                let offset = (n * geo.out_steps + t0) * geo.filters + o0;
-                // SAFETY: rows t0..t0+mr and filters o0..o0+nr of batch item n lie inside the
-                // output and belong to this work item alone (items split batch x groups x steps);
-                // the packed tile covers every row the micro-kernel reads (see TileLayout).
-                let c = unsafe { out_ptr.get().add(offset) };
-                let run = if stream && (c as usize) % 16 == 0 { mk.run_stream } else { mk.run };
-                // SAFETY: as above, for every tile of the strip (full rows and filters only);
-                // `run_stream` only with 16-byte aligned rows (ldc checked where `stream` is
-                // set), which the strip's steps of nr filters or mr rows keep aligned.
-                unsafe { run(lhs, b, bias_ptr, c, geo.filters, strip) };
-            } else {
-                // SAFETY: as above, into a stack tile of MAX_TILE >= mr * nr elements.
-                unsafe { (mk.run)(lhs, b, bias_ptr, scratch_tile.as_mut_ptr(), nr, Strip::ONE) };
-                for i in 0..rows {
-                    let start = (n * geo.out_steps + t0 + i) * geo.filters + o0;
-                    // SAFETY: filters o0..o0 + cols of step t0 + i are inside the output and
-                    // owned by this work item; the stack tile has nr >= cols per row.
-                    unsafe { std::ptr::copy_nonoverlapping(scratch_tile[i * nr..].as_ptr(), out_ptr.get().add(start), cols) };
-                }
-            }
-            // A strip never runs past the end of a group's blocks (nor of the chunk's groups when
-            // each has one block) or of a tile's panels.
-            remaining -= strip.count;
-            if panel_major {
-                if blocks == 1 {
-                    g += strip.count;
+                };
+                if channels_first {
+                    let c = out_block[(t0 - t_begin) * nr..].as_mut_ptr();
+                    for part in 0..slices.count {
+                        let (first, channels) = slices.range(part);
+                        let lhs = if slices.count == 1 { lhs } else { Lhs { ptr: lhs.ptr.wrapping_add(first), channels, ..lhs } };
+                        let (run, bias) = slices.pass(part, &mk, bias_ptr, &no_bias);
+                        // SAFETY: as above, into rows t0 - t_begin.. of the block, which has the tile's
+                        // steps (a multiple of mr) of nr filters; the strip's panels are this tile's;
+                        // the slice's channels are inside the tile's and its weights inside the block's.
+                        unsafe { run(lhs, b.add(first * nr), bias, c, nr, strip) };
+                    }
+                    if panel + strip.count == panels {
+                        let block = Transpose {
+                            src: out_block.as_ptr(),
+                            src_pitch: nr,
+                            rows: t_end - t_begin,
+                            cols,
+                            // SAFETY: filter o0 of batch item n starts a row inside the output.
+                            dst: unsafe { out_ptr.get().add((n * geo.filters + o0) * geo.out_steps + t_begin) },
+                            dst_pitch: geo.out_steps,
+                            walk: Walk::Destination,
+                        };
+                        // SAFETY: the block holds the tile's steps of nr >= cols filters; steps
+                        // t_begin..t_end of filters o0..o0 + cols of batch item n are inside the
+                        // output and owned by this work item alone.
+                        unsafe { transpose(block) };
+                    }
+                } else if rows == mr && cols == nr {
+                    let offset = (n * geo.out_steps + t0) * geo.filters + o0;
+                    // SAFETY: rows t0..t0+mr and filters o0..o0+nr of batch item n lie inside the
+                    // output and belong to this work item alone (items split batch x groups x steps);
+                    // the packed tile covers every row the micro-kernel reads (see TileLayout).
+                    let c = unsafe { out_ptr.get().add(offset) };
+                    let (run, bias) = slices.pass(slice, &mk, bias_ptr, &no_bias);
+                    let run = if stream && (c as usize) % 16 == 0 { mk.run_stream } else { run };
+                    // SAFETY: as above, for every tile of the strip (full rows and filters only);
+                    // `run_stream` only with 16-byte aligned rows (ldc checked where `stream` is
+                    // set), which the strip's steps of nr filters or mr rows keep aligned; the
+                    // earlier slices wrote every element `run_acc` reads.
+                    unsafe { run(lhs, b, bias, c, geo.filters, strip) };
                 } else {
-                    fb += strip.count;
-                    if fb == blocks {
-                        fb = 0;
-                        g += 1;
+                    if slice > 0 {
+                        // The sums so far, for `run_acc` to go on from.
+                        for i in 0..rows {
+                            let start = (n * geo.out_steps + t0 + i) * geo.filters + o0;
+                            // SAFETY: as below; the earlier slices wrote these elements.
+                            unsafe { std::ptr::copy_nonoverlapping(out_ptr.get().add(start), scratch_tile[i * nr..].as_mut_ptr(), cols) };
+                        }
+                    }
+                    let (run, bias) = slices.pass(slice, &mk, bias_ptr, &no_bias);
+                    // SAFETY: as above, into a stack tile of MAX_TILE >= mr * nr elements.
+                    unsafe { run(lhs, b, bias, scratch_tile.as_mut_ptr(), nr, Strip::ONE) };
+                    for i in 0..rows {
+                        let start = (n * geo.out_steps + t0 + i) * geo.filters + o0;
+                        // SAFETY: filters o0..o0 + cols of step t0 + i are inside the output and
+                        // owned by this work item; the stack tile has nr >= cols per row.
+                        unsafe { std::ptr::copy_nonoverlapping(scratch_tile[i * nr..].as_ptr(), out_ptr.get().add(start), cols) };
                     }
                 }
-                if g == g0 + groups_here {
-                    g = g0;
-                    panel += 1;
-                }
-            } else {
-                panel += strip.count;
-                if panel == panels {
-                    panel = 0;
-                    fb += 1;
+                // A strip never runs past the end of a group's blocks (nor of the chunk's groups when
+                // each has one block) or of a tile's panels.
+                remaining -= strip.count;
+                if panel_major {
+                    if blocks == 1 {
+                        g += strip.count;
+                    } else {
+                        fb += strip.count;
+                        if fb == blocks {
+                            fb = 0;
+                            g += 1;
+                        }
+                    }
+                    if g == g0 + groups_here {
+                        g = g0;
+                        panel += 1;
+                    }
+                } else {
+                    panel += strip.count;
+                    if panel == panels {
+                        panel = 0;
+                        fb += 1;
+                    }
                 }
             }
         }
@@ -283,6 +329,44 @@ pub fn run<T: Element>(
             super::microkernel::avx2::store_fence();
         }
     });
+}
+
+/// The channels of a group, summed a slice at a time: every output's sum runs over the
+/// slices in order (and within each over taps, then channels), each slice going on from the
+/// sum the one before left in the output tile, so the result does not depend on how the work
+/// is split between threads or on the data format, only on the slice width (a function of
+/// the kernel's shape).
+#[derive(Clone, Copy, Debug)]
+struct ChannelSlices {
+    width: usize,
+    count: usize,
+    channels: usize,
+}
+
+impl ChannelSlices {
+    /// All channels in one slice.
+    fn whole(channels: usize) -> Self {
+        ChannelSlices { width: channels, count: 1, channels }
+    }
+
+    /// Slices of `width` channels (rounded to whole cache lines of f32), the last one shorter.
+    fn new(channels: usize, width: usize) -> Self {
+        let width = (width / 16 * 16).clamp(16, channels.max(16));
+        ChannelSlices { width, count: channels.div_ceil(width), channels }
+    }
+
+    /// First channel and channel count of slice `s`.
+    fn range(&self, s: usize) -> (usize, usize) {
+        let first = s * self.width;
+        (first, self.width.min(self.channels - first))
+    }
+
+    /// The kernel and the bias for slice `s`: the first starts each sum, the others go on
+    /// from it, and only the last adds the bias.
+    fn pass<T>(&self, s: usize, mk: &MicroKernel<T>, bias: *const T, no_bias: &[T]) -> (KernelFn<T>, *const T) {
+        let run = if s == 0 { mk.run } else { mk.run_acc };
+        (run, if s + 1 == self.count { bias } else { no_bias.as_ptr() })
+    }
 }
 
 /// Asks for the input rows that the panel after the one starting at tile step `step` reads

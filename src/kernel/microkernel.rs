@@ -1,11 +1,16 @@
 //! Register-blocked micro-kernels: an `MR x NR` tile of (output steps x filters).
 //! Output row `i` reads its taps straight from a packed input tile,
 //! `a[i * row_stride + j * tap_stride + c]`, so strides and dilation need no im2col;
-//! B is packed `[tap][c][NR]`. The tile is written as
+//! B is packed `[tap][c][NR]`, taps `weights_tap` elements apart. The tile is written as
 //! `c[i * ldc + o] = bias[o] + sum_j sum_c a[i, j, c] * b[j, c, o]`, summed in that fixed
-//! order so the result never depends on how work is split between threads.
+//! order so the result never depends on how work is split between threads. The `ACC` kernels
+//! start each sum from the value already in `c`, so that one sum can go on over several
+//! calls, each over a slice of the channels.
 
 use num_traits::Float;
+
+/// A micro-kernel entry point; see [`MicroKernel::run`].
+pub type KernelFn<T> = unsafe fn(a: Lhs<T>, b: *const T, bias: *const T, c: *mut T, ldc: usize, strip: Strip);
 
 /// One micro-kernel and its tile size.
 #[derive(Clone, Copy)]
@@ -15,12 +20,16 @@ pub struct MicroKernel<T> {
     /// # Safety
     /// For each tile `s < strip.count`, with `a`, `b`, `bias` and `c` advanced by `s` times
     /// the strip's steps: `a[i * a.row + j * a.tap + c]` is readable for `i < mr`,
-    /// `j < a.taps`, `c < a.channels`; `b` holds `taps * channels * nr`, `bias` holds `nr`
-    /// elements, and `c` has `mr` rows of `nr` writable elements `ldc` apart.
-    pub run: unsafe fn(a: Lhs<T>, b: *const T, bias: *const T, c: *mut T, ldc: usize, strip: Strip),
+    /// `j < a.taps`, `c < a.channels`; `b` holds `channels * nr` elements from each
+    /// `j * a.weights_tap`, `bias` holds `nr` elements, and `c` has `mr` rows of `nr` writable
+    /// elements `ldc` apart.
+    pub run: KernelFn<T>,
     /// `run` with non-temporal stores where the tile has them (else `run` itself); needs every
     /// tile's `c` and `ldc * size_of::<T>()` 16-byte aligned.
-    pub run_stream: unsafe fn(a: Lhs<T>, b: *const T, bias: *const T, c: *mut T, ldc: usize, strip: Strip),
+    pub run_stream: KernelFn<T>,
+    /// `run` adding to the sums already in `c` (which must be readable as well): the next
+    /// slice of channels of a sum.
+    pub run_acc: KernelFn<T>,
 }
 
 /// Tiles one kernel call computes in a row, and how far (in elements) each pointer moves from
@@ -39,7 +48,8 @@ impl Strip {
     pub const ONE: Strip = Strip { count: 1, a: 0, b: 0, bias: 0, c: 0 };
 }
 
-/// Where a tile's input rows are: `taps` taps of `channels` values per output row.
+/// Where a tile's input rows are: `taps` taps of `channels` values per output row, and how
+/// far apart (in elements of B) each tap's weights start.
 #[derive(Clone, Copy)]
 pub struct Lhs<T> {
     pub ptr: *const T,
@@ -47,6 +57,7 @@ pub struct Lhs<T> {
     pub tap: usize,
     pub taps: usize,
     pub channels: usize,
+    pub weights_tap: usize,
 }
 
 /// Most input bytes prefetched ahead of one tile or panel: more would push out of L1 the
@@ -62,25 +73,28 @@ const _: () = assert!(NARROW_MR * 8 <= MAX_TILE);
 /// Portable kernel: fixed-size arrays the compiler keeps in registers and vectorises.
 ///
 /// # Safety
-/// As [`MicroKernel::run`] with `mr = 4`, `nr = 8`.
-pub unsafe fn portable_4x8<T: Float>(a: Lhs<T>, b: *const T, bias: *const T, c: *mut T, ldc: usize, strip: Strip) {
+/// As [`MicroKernel::run`] (or `run_acc` with `ACC`) with `mr = 4`, `nr = 8`.
+pub unsafe fn portable_4x8<T: Float, const ACC: bool>(a: Lhs<T>, b: *const T, bias: *const T, c: *mut T, ldc: usize, strip: Strip) {
     for s in 0..strip.count {
         // SAFETY: tile `s` of the strip, which the caller vouches for.
         unsafe {
             let a = Lhs { ptr: a.ptr.add(s * strip.a), ..a };
-            portable_tile_4x8(a, b.add(s * strip.b), bias.add(s * strip.bias), c.add(s * strip.c), ldc);
+            portable_tile_4x8::<T, ACC>(a, b.add(s * strip.b), bias.add(s * strip.bias), c.add(s * strip.c), ldc);
         }
     }
 }
 
 /// # Safety
 /// As [`portable_4x8`] for one tile.
-unsafe fn portable_tile_4x8<T: Float>(a: Lhs<T>, b: *const T, bias: *const T, c: *mut T, ldc: usize) {
+unsafe fn portable_tile_4x8<T: Float, const ACC: bool>(a: Lhs<T>, b: *const T, bias: *const T, c: *mut T, ldc: usize) {
     const MR: usize = 4;
     const NR: usize = 8;
-    let mut acc = [[T::zero(); NR]; MR];
-    let mut b = b;
+    // SAFETY: with ACC, `c` holds the earlier slices' sums (the caller's contract).
+    let mut acc: [[T; NR]; MR] =
+        std::array::from_fn(|i| std::array::from_fn(|o| if ACC { unsafe { *c.add(i * ldc + o) } } else { T::zero() }));
     for j in 0..a.taps {
+        // SAFETY: tap j's weights start `j * weights_tap` into B (caller's contract).
+        let mut b = unsafe { b.add(j * a.weights_tap) };
         for ch in 0..a.channels {
             let mut av = [T::zero(); MR];
             for (i, v) in av.iter_mut().enumerate() {
@@ -134,16 +148,18 @@ pub mod avx2 {
             /// non-temporal stores (the caller guarantees 16-byte aligned rows), for outputs
             /// too large to stay in cache, whose write-allocate reads would double the traffic.
             ///
+            /// With `ACC`, sums start from the values in `c` (see [`super::MicroKernel::run_acc`]).
+            ///
             /// # Safety
             /// As [`super::MicroKernel::run`] with `mr = 6`, `nr = 2 * half`; the CPU has AVX2 and FMA.
             #[target_feature(enable = "avx2,fma")]
-            pub unsafe fn $name<const STREAM: bool>(a: Lhs<$t>, b: *const $t, bias: *const $t, c: *mut $t, ldc: usize, strip: super::Strip) {
+            pub unsafe fn $name<const STREAM: bool, const ACC: bool>(a: Lhs<$t>, b: *const $t, bias: *const $t, c: *mut $t, ldc: usize, strip: super::Strip) {
                 for s in 0..strip.count {
                     prefetch_ahead(&a, &strip, s, 6);
                     // SAFETY: tile `s` of the strip, which the caller vouches for.
                     unsafe {
                         let a = Lhs { ptr: a.ptr.add(s * strip.a), ..a };
-                        $tile::<STREAM>(a, b.add(s * strip.b), bias.add(s * strip.bias), c.add(s * strip.c), ldc);
+                        $tile::<STREAM, ACC>(a, b.add(s * strip.b), bias.add(s * strip.bias), c.add(s * strip.c), ldc);
                     }
                 }
             }
@@ -154,11 +170,15 @@ pub mod avx2 {
             /// As the strip function, for one tile.
             #[target_feature(enable = "avx2,fma")]
             #[inline]
-            unsafe fn $tile<const STREAM: bool>(a: Lhs<$t>, b: *const $t, bias: *const $t, c: *mut $t, ldc: usize) {
-                let mut acc = [[$zero(); 2]; 6];
-                let mut b = b;
+            unsafe fn $tile<const STREAM: bool, const ACC: bool>(a: Lhs<$t>, b: *const $t, bias: *const $t, c: *mut $t, ldc: usize) {
+                // SAFETY: with ACC, the 6 rows of `c` hold the earlier slices' sums (caller's contract).
+                let mut acc: [[_; 2]; 6] = std::array::from_fn(|i| {
+                    if ACC { unsafe { [$load(c.add(i * ldc)), $load(c.add(i * ldc + $half))] } } else { [$zero(); 2] }
+                });
                 let row = a.row;
                 for j in 0..a.taps {
+                    // SAFETY: tap j's weights start `j * weights_tap` into B (caller's contract).
+                    let mut b = unsafe { b.add(j * a.weights_tap) };
                     // Rows 0-2 from `p0` and rows 3-5 from `p3`, zero, one and two rows on: each
                     // address is one base plus a scaled index, with no arithmetic per row.
                     // SAFETY: rows 0..6 of tap j are readable for `channels` values (caller's contract).
@@ -228,16 +248,18 @@ pub mod avx2 {
             /// which a two-register tile would fill only half. Ordinary stores only: a row is
             /// half a cache line, too little for non-temporal stores to pay.
             ///
+            /// With `ACC`, sums start from the values in `c` (see [`super::MicroKernel::run_acc`]).
+            ///
             /// # Safety
             /// As [`super::MicroKernel::run`] with `mr = NARROW_MR`, `nr = width`; the CPU has AVX2 and FMA.
             #[target_feature(enable = "avx2,fma")]
-            pub unsafe fn $name(a: Lhs<$t>, b: *const $t, bias: *const $t, c: *mut $t, ldc: usize, strip: super::Strip) {
+            pub unsafe fn $name<const ACC: bool>(a: Lhs<$t>, b: *const $t, bias: *const $t, c: *mut $t, ldc: usize, strip: super::Strip) {
                 for s in 0..strip.count {
                     prefetch_ahead(&a, &strip, s, super::NARROW_MR);
                     // SAFETY: tile `s` of the strip, which the caller vouches for.
                     unsafe {
                         let a = Lhs { ptr: a.ptr.add(s * strip.a), ..a };
-                        $tile(a, b.add(s * strip.b), bias.add(s * strip.bias), c.add(s * strip.c), ldc);
+                        $tile::<ACC>(a, b.add(s * strip.b), bias.add(s * strip.bias), c.add(s * strip.c), ldc);
                     }
                 }
             }
@@ -248,10 +270,12 @@ pub mod avx2 {
             /// As the strip function, for one tile.
             #[target_feature(enable = "avx2,fma")]
             #[inline]
-            unsafe fn $tile(a: Lhs<$t>, b: *const $t, bias: *const $t, c: *mut $t, ldc: usize) {
-                let mut acc = [$zero(); super::NARROW_MR];
-                let mut b = b;
+            unsafe fn $tile<const ACC: bool>(a: Lhs<$t>, b: *const $t, bias: *const $t, c: *mut $t, ldc: usize) {
+                // SAFETY: with ACC, the NARROW_MR rows of `c` hold the earlier slices' sums (caller's contract).
+                let mut acc: [_; super::NARROW_MR] = std::array::from_fn(|i| if ACC { unsafe { $load(c.add(i * ldc)) } } else { $zero() });
                 for j in 0..a.taps {
+                    // SAFETY: tap j's weights start `j * weights_tap` into B (caller's contract).
+                    let mut b = unsafe { b.add(j * a.weights_tap) };
                     // SAFETY: rows 0..NARROW_MR of tap j are readable for `channels` values (caller's contract).
                     let rows: [*const $t; super::NARROW_MR] = std::array::from_fn(|i| unsafe { a.ptr.add(i * a.row + j * a.tap) });
                     for ch in 0..a.channels {

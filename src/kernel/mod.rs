@@ -106,8 +106,9 @@ impl Element for f32 {
             return MicroKernel {
                 mr: microkernel::NARROW_MR,
                 nr: 8,
-                run: microkernel::avx2::f32_12x8,
-                run_stream: microkernel::avx2::f32_12x8,
+                run: microkernel::avx2::f32_12x8::<false>,
+                run_stream: microkernel::avx2::f32_12x8::<false>,
+                run_acc: microkernel::avx2::f32_12x8::<true>,
             };
         }
         #[cfg(target_arch = "x86_64")]
@@ -115,12 +116,19 @@ impl Element for f32 {
             return MicroKernel {
                 mr: 6,
                 nr: 16,
-                run: microkernel::avx2::f32_6x16::<false>,
-                run_stream: microkernel::avx2::f32_6x16::<true>,
+                run: microkernel::avx2::f32_6x16::<false, false>,
+                run_stream: microkernel::avx2::f32_6x16::<true, false>,
+                run_acc: microkernel::avx2::f32_6x16::<false, true>,
             };
         }
         let _ = (simd, filters_per_group);
-        MicroKernel { mr: 4, nr: 8, run: microkernel::portable_4x8::<f32>, run_stream: microkernel::portable_4x8::<f32> }
+        MicroKernel {
+            mr: 4,
+            nr: 8,
+            run: microkernel::portable_4x8::<f32, false>,
+            run_stream: microkernel::portable_4x8::<f32, false>,
+            run_acc: microkernel::portable_4x8::<f32, true>,
+        }
     }
 
     fn depthwise_block(simd: Simd) -> depthwise::DepthwiseBlock<f32> {
@@ -149,8 +157,9 @@ impl Element for f64 {
             return MicroKernel {
                 mr: microkernel::NARROW_MR,
                 nr: 4,
-                run: microkernel::avx2::f64_12x4,
-                run_stream: microkernel::avx2::f64_12x4,
+                run: microkernel::avx2::f64_12x4::<false>,
+                run_stream: microkernel::avx2::f64_12x4::<false>,
+                run_acc: microkernel::avx2::f64_12x4::<true>,
             };
         }
         #[cfg(target_arch = "x86_64")]
@@ -158,12 +167,19 @@ impl Element for f64 {
             return MicroKernel {
                 mr: 6,
                 nr: 8,
-                run: microkernel::avx2::f64_6x8::<false>,
-                run_stream: microkernel::avx2::f64_6x8::<true>,
+                run: microkernel::avx2::f64_6x8::<false, false>,
+                run_stream: microkernel::avx2::f64_6x8::<true, false>,
+                run_acc: microkernel::avx2::f64_6x8::<false, true>,
             };
         }
         let _ = (simd, filters_per_group);
-        MicroKernel { mr: 4, nr: 8, run: microkernel::portable_4x8::<f64>, run_stream: microkernel::portable_4x8::<f64> }
+        MicroKernel {
+            mr: 4,
+            nr: 8,
+            run: microkernel::portable_4x8::<f64, false>,
+            run_stream: microkernel::portable_4x8::<f64, false>,
+            run_acc: microkernel::portable_4x8::<f64, true>,
+        }
     }
 
     fn depthwise_block(simd: Simd) -> depthwise::DepthwiseBlock<f64> {
