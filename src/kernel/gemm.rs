@@ -136,7 +136,7 @@ pub fn run<T: Element>(
     let outer_slices = if channels_first { 1 } else { slices.count };
     let tile_channels = if outer_slices > 1 { slices.width } else { chunk * cg };
     let tile_bytes =
-        if panel_len * std::mem::size_of::<T>() > L1_BYTES { LARGE_TILE_TARGET_BYTES } else { TILE_TARGET_BYTES };
+        if panel_len * elem > L1_BYTES { LARGE_TILE_TARGET_BYTES } else { TILE_TARGET_BYTES };
     let parallel = parallel && geo.macs() >= super::PARALLEL_MIN_MACS;
     let layout = TileLayout::choose(geo, mr, tile_channels, elem, tile_bytes, min_tiles(geo, parallel, geo.batch * chunks));
     let tiles = geo.out_steps.div_ceil(layout.steps);
@@ -148,11 +148,11 @@ pub fn run<T: Element>(
     // work each element takes). Only tiles whose rows span a cache line's worth of filters:
     // half-line non-temporal writes leave write-combining buffers part-filled, and flushing
     // those is slower than ordinary stores.
-    let out_bytes = out.len() * std::mem::size_of::<T>();
+    let out_bytes = out.len() * elem;
     let stream = out_bytes >= STREAM_MIN_BYTES
         && slices.count == 1
-        && nr * std::mem::size_of::<T>() >= 64
-        && (geo.filters * std::mem::size_of::<T>()) % 16 == 0;
+        && nr * elem >= 64
+        && (geo.filters * elem) % 16 == 0;
 
     // Bias of the slices before the last, which add to sums still in progress.
     let no_bias = if slices.count > 1 { vec![T::zero(); nr] } else { Vec::new() };
@@ -350,7 +350,8 @@ impl ChannelSlices {
         ChannelSlices { width: channels, count: 1, channels }
     }
 
-    /// Slices of `width` channels (rounded to whole cache lines of f32), the last one shorter.
+    /// Slices of `width` channels rounded down to a multiple of 16 (at least 16), the last one
+    /// shorter.
     fn new(channels: usize, width: usize) -> Self {
         let width = (width / 16 * 16).clamp(16, channels.max(16));
         ChannelSlices { width, count: channels.div_ceil(width), channels }
