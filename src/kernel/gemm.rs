@@ -110,7 +110,7 @@ pub fn run<T: Element>(
     // output steps is finished across all of a run of groups before the next (output written
     // row by row, the input panel read once); otherwise one filter block's weights stay in
     // cache while the panels stream past, in strips of many panels per kernel call (measured
-    // faster for a single group however small its weights: 5-9% on short calls and ecg_same).
+    // faster for a single group however small its weights: 7-14% on short calls and ecg_same).
     let panel_len = weights.depth() * nr;
     let group_weight_bytes = blocks * panel_len * std::mem::size_of::<T>();
     // channels_first output is gathered per filter block (below), so blocks go outermost.
