@@ -186,7 +186,8 @@ def write_markdown(run: dict, path: Path) -> None:
     lines.append("# conv1d_rs against other frameworks: Conv1D forward, float32, 2 threads")
     lines.append("")
     lines.append(
-        f"Machine: {run['cpu']}, {run['cpus']} logical CPUs (AVX2+FMA: {'yes' if run['avx2_fma'] else 'no'}); "
+        f"Machine: {run['cpu']}, {run['cpus']} logical CPUs (AVX2+FMA: {'yes' if run['avx2_fma'] else 'no'}, "
+        f"AVX-512: {'yes' if run.get('avx512') else 'no'}); "
         f"{run['threads']} threads for every framework (conv1d_rs rayon pool: {run['conv1d_rs_threads']}). "
         f"Load average at start {run['load_start']}, at end {run['load_end']}."
     )
@@ -446,7 +447,7 @@ def main(argv=None) -> int:
         frameworks.insert(0, "conv1d_rs")  # the reference of the correctness check and the speedup
 
     try:
-        from conv1d_rs._core import has_avx2_fma, num_threads
+        from conv1d_rs._core import has_avx2_fma, has_avx512, num_threads
     except ImportError as e:
         print(f"conv1d_rs is not importable ({e}); run `pip install --no-build-isolation -e .` first", file=sys.stderr)
         return 1
@@ -456,6 +457,7 @@ def main(argv=None) -> int:
         "cpu": cpu_model(),
         "cpus": os.cpu_count(),
         "avx2_fma": bool(has_avx2_fma()) and {"avx2", "fma"} <= cpu_flags(),
+        "avx512": bool(has_avx512()),
         "threads": C.THREADS,
         "conv1d_rs_threads": num_threads(),
         "python": platform.python_version(),

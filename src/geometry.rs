@@ -76,12 +76,12 @@ impl Geometry {
                 in_channels / groups
             )));
         }
-        if let Some(len) = bias_len {
-            if len != filters {
-                return Err(ConvError::ShapeMismatch(format!(
-                    "bias has {len} elements but the kernel has {filters} filters; expected bias shape ({filters},)"
-                )));
-            }
+        if let Some(len) = bias_len
+            && len != filters
+        {
+            return Err(ConvError::ShapeMismatch(format!(
+                "bias has {len} elements but the kernel has {filters} filters; expected bias shape ({filters},)"
+            )));
         }
         // The span must be representable before anything is derived from it.
         effective_kernel_size(kernel_size, params.dilation_rate).map_err(overflow)?;

@@ -39,8 +39,9 @@ fn parse_options(algorithm: &str, simd: &str, parallel: bool) -> PyResult<Comput
     };
     let simd = match simd {
         "auto" => Simd::Auto,
+        "avx2" => Simd::Avx2,
         "portable" => Simd::Portable,
-        other => return Err(PyValueError::new_err(format!("simd must be 'auto' or 'portable'; received {other:?}"))),
+        other => return Err(PyValueError::new_err(format!("simd must be 'auto', 'avx2' or 'portable'; received {other:?}"))),
     };
     Ok(ComputeOptions { algorithm, simd, parallel })
 }
@@ -108,11 +109,11 @@ fn compute_interruptible<R: Send>(py: Python<'_>, watch: bool, f: impl FnOnce() 
             if finished {
                 break;
             }
-            if interrupt.is_none() {
-                if let Err(err) = py.check_signals() {
-                    token.cancel();
-                    interrupt = Some(err);
-                }
+            if interrupt.is_none()
+                && let Err(err) = py.check_signals()
+            {
+                token.cancel();
+                interrupt = Some(err);
             }
         }
         let result = worker.join();
@@ -418,6 +419,13 @@ fn has_avx2_fma() -> bool {
     crate::kernel::has_avx2_fma()
 }
 
+/// True when the CPU also has AVX-512 (F and DQ), so GEMM calls whose groups have whole
+/// blocks of 32 float32 filters use zmm tiles.
+#[pyfunction]
+fn has_avx512() -> bool {
+    crate::kernel::has_avx512()
+}
+
 /// Threads in the rayon pool (set by RAYON_NUM_THREADS before the first call); 1 in a
 /// process forked after the pool started, which computes on its calling thread.
 #[pyfunction]
@@ -437,6 +445,7 @@ fn fma_peak_gflops(py: Python<'_>, seconds: f64, threads: Option<usize>) -> f64 
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyPreparedKernel>()?;
     m.add_function(wrap_pyfunction!(has_avx2_fma, m)?)?;
+    m.add_function(wrap_pyfunction!(has_avx512, m)?)?;
     m.add_function(wrap_pyfunction!(num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(fma_peak_gflops, m)?)?;
     m.add_function(wrap_pyfunction!(release_buffers, m)?)?;

@@ -33,7 +33,7 @@ fn cast<T: Element>(a: &Array3<f64>) -> Array3<T> {
 fn options() -> Vec<ComputeOptions> {
     let mut all = Vec::new();
     for algorithm in [Algorithm::Auto, Algorithm::Gemm, Algorithm::Depthwise] {
-        for simd in [Simd::Auto, Simd::Portable] {
+        for simd in [Simd::Auto, Simd::Avx2, Simd::Portable] {
             for parallel in [false, true] {
                 all.push(ComputeOptions { algorithm, simd, parallel });
             }
@@ -161,7 +161,7 @@ fn assert_bitwise<T: Element>(a: &Gradients<T>, b: &Gradients<T>, what: &str) {
 fn determinism<T: Element>(c: &Case) {
     let (x, kernel, dy) = arrays(c, reals);
     let (x, kernel, dy) = (cast::<T>(&x), cast::<T>(&kernel), cast::<T>(&dy.unwrap()));
-    for simd in [Simd::Auto, Simd::Portable] {
+    for simd in [Simd::Auto, Simd::Avx2, Simd::Portable] {
         let run = |parallel: bool| {
             let options = ComputeOptions { simd, parallel, ..ComputeOptions::default() };
             conv1d_backward_with(x.view(), kernel.view(), dy.view(), &c.params, true, &options).unwrap()

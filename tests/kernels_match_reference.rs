@@ -23,7 +23,7 @@ fn check<T: conv1d_rs::Element>(c: &Case, cast: fn(f64) -> T) -> Result<(), Test
         if algorithm == Algorithm::Depthwise && !depthwise {
             continue;
         }
-        for simd in [Simd::Auto, Simd::Portable] {
+        for simd in [Simd::Auto, Simd::Avx2, Simd::Portable] {
             for parallel in [false, true] {
                 let options = ComputeOptions { algorithm, simd, parallel };
                 let got = conv1d_with(x.view(), kernel.view(), bias, &c.params, &options);
@@ -49,6 +49,22 @@ proptest! {
     fn f32_kernels_match_reference(c in case(1..6)) {
         check::<f32>(&c, |v| v as f32)?;
     }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(60))]
+    /// Whole blocks of 32 filters per group, which CPUs with AVX-512 compute in zmm tiles.
+    #[test]
+    fn f32_wide_filter_blocks_match_reference(c in case(1..6), blocks in 1usize..4) {
+        check::<f32>(&Case { filters_per_group: 32 * blocks, ..c }, |v| v as f32)?;
+    }
+}
+
+#[test]
+fn wide_filter_blocks_written_around_the_caches_match_reference() {
+    // Output past the size from which it bypasses the caches, in blocks of 32 filters.
+    let c = Case::new(2, 33_000, 1, 3, 32, 3, Conv1dParams::new().padding(Padding::Same));
+    check::<f32>(&c, |v| v as f32).unwrap();
 }
 
 #[test]
@@ -272,7 +288,7 @@ fn fft_path_matches_reference_within_rounding() {
         };
         let (x, kernel, bias) = arrays(&c);
         let expected = conv1d_reference(x.view(), kernel.view(), Some(bias.view()), &c.params).unwrap();
-        for simd in [Simd::Auto, Simd::Portable] {
+        for simd in [Simd::Auto, Simd::Avx2, Simd::Portable] {
             let options = ComputeOptions { algorithm: Algorithm::Fft, simd, ..ComputeOptions::default() };
             let got = conv1d_with(x.view(), kernel.view(), Some(bias.view()), &c.params, &options).unwrap();
             // Small-integer data: exact sums, so any difference is the FFT's rounding.

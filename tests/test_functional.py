@@ -76,7 +76,7 @@ def test_conv1d_matches_numpy_oracle(case: dict) -> None:
 
 
 @settings(max_examples=60, deadline=None)
-@given(conv_cases(), st.sampled_from(["gemm", "fft", "reference"]), st.sampled_from(["auto", "portable"]), st.booleans())
+@given(conv_cases(), st.sampled_from(["gemm", "fft", "reference"]), st.sampled_from(["auto", "avx2", "portable"]), st.booleans())
 def test_every_kernel_path_matches_oracle(case: dict, algorithm: str, simd: str, parallel: bool) -> None:
     x, kernel, bias = arrays(case)
     with conv1d_rs.compute_options(algorithm=algorithm, simd=simd, parallel=parallel):
@@ -92,7 +92,7 @@ def test_depthwise_path_matches_oracle(channels, k, s, d, padding, data_format, 
                 dilation_rate=d, groups=channels, padding=padding, data_format=data_format, dtype=dtype,
                 use_bias=True, seed=seed)
     x, kernel, bias = arrays(case)
-    for simd in ("auto", "portable"):
+    for simd in ("auto", "avx2", "portable"):
         with conv1d_rs.compute_options(algorithm="depthwise", simd=simd):
             y = conv1d_rs.conv1d(x, kernel, bias, **options(case))
         assert_matches_oracle(y, x, kernel, bias, case)

@@ -117,7 +117,7 @@ def test_wrong_channel_count_after_build_names_both() -> None:
 def kernel_paths(case: dict[str, Any]) -> list[dict[str, Any]]:
     kw = case["kwargs"]
     channels = case["input_shape"][-1 if kw["data_format"] == "channels_last" else 1]
-    paths = [dict(algorithm="gemm"), dict(algorithm="gemm", simd="portable"), dict(algorithm="reference"),
+    paths = [dict(algorithm="gemm"), dict(algorithm="gemm", simd="avx2"), dict(algorithm="gemm", simd="portable"), dict(algorithm="reference"),
              dict(algorithm="fft"), dict(algorithm="auto", parallel=False)]
     if kw["groups"] == channels == kw["filters"]:
         paths += [dict(algorithm="depthwise"), dict(algorithm="depthwise", simd="portable")]

@@ -20,7 +20,7 @@ _DATA_FORMATS = ("channels_last", "channels_first")
 
 class ComputeOptions(NamedTuple):
     """How the core computes: `algorithm` ("auto", "gemm", "depthwise", "fft", "reference"),
-    `simd` ("auto", "portable") and `parallel` (use the thread pool)."""
+    `simd` ("auto"; "avx2" to leave AVX-512 unused; "portable") and `parallel` (use the thread pool)."""
 
     algorithm: str = "auto"
     simd: str = "auto"
@@ -28,7 +28,7 @@ class ComputeOptions(NamedTuple):
 
 
 _ALGORITHMS = ("auto", "gemm", "depthwise", "fft", "reference")
-_SIMD = ("auto", "portable")
+_SIMD = ("auto", "avx2", "portable")
 _OPTIONS: contextvars.ContextVar[ComputeOptions] = contextvars.ContextVar("conv1d_rs_options", default=ComputeOptions())
 
 

@@ -105,7 +105,7 @@ impl Plan {
         if pack_x {
             units_per_item = units_per_item.min((MAX_PACKED / unit_panels).max(1));
         }
-        let partial = geo.filters_per_group() % nr != 0;
+        let partial = !geo.filters_per_group().is_multiple_of(nr);
         let pack_dy = partial || (geo.filters * size >= 512 && units_per_item * tiles_per_unit >= 4);
         Plan {
             parts,

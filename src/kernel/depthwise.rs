@@ -65,8 +65,8 @@ pub fn run<T: Element>(
     let stream = fused
         && geo.data_format == DataFormat::ChannelsLast
         && out.len() * elem >= super::gemm::STREAM_MIN_BYTES
-        && (out.as_ptr() as usize) % 16 == 0
-        && (channels * elem) % 16 == 0;
+        && (out.as_ptr() as usize).is_multiple_of(16)
+        && (channels * elem).is_multiple_of(16);
     let job = Job { geo, weights: &weights.data, bias: &bias, layout, out: out_ptr, stream };
     let transpose = T::transpose(simd);
 
@@ -79,7 +79,7 @@ pub fn run<T: Element>(
             // SAFETY: `fused` is only true when AVX2 and FMA were detected.
             unsafe { job.tile_fma(n, t0, source) };
             if stream {
-                super::microkernel::avx2::store_fence();
+                super::microkernel::x86::store_fence();
             }
             return;
         }

@@ -381,7 +381,7 @@ pub fn run<T: Element>(
         }
         #[cfg(target_arch = "x86_64")]
         if stream {
-            super::microkernel::avx2::store_fence();
+            super::microkernel::x86::store_fence();
         }
     });
 }
@@ -393,7 +393,7 @@ pub fn run<T: Element>(
 unsafe fn write_row<T: Copy>(dst: *mut T, row: &[T], stream: bool) {
     let bytes = std::mem::size_of_val(row);
     #[cfg(target_arch = "x86_64")]
-    if stream && (dst as usize) % 16 == 0 && bytes % 16 == 0 {
+    if stream && (dst as usize).is_multiple_of(16) && bytes.is_multiple_of(16) {
         use std::arch::x86_64::{__m128i, _mm_loadu_si128, _mm_stream_si128};
         let (src, dst) = (row.as_ptr().cast::<__m128i>(), dst.cast::<__m128i>());
         for i in 0..bytes / 16 {

@@ -152,7 +152,7 @@ pub fn run<T: Element>(
     let stream = out_bytes >= STREAM_MIN_BYTES
         && slices.count == 1
         && nr * elem >= 64
-        && (geo.filters * elem) % 16 == 0;
+        && (geo.filters * elem).is_multiple_of(16);
 
     // Bias of the slices before the last, which add to sums still in progress.
     let no_bias = if slices.count > 1 { vec![T::zero(); nr] } else { Vec::new() };
@@ -274,7 +274,7 @@ pub fn run<T: Element>(
                     // the packed tile covers every row the micro-kernel reads (see TileLayout).
                     let c = unsafe { out_ptr.get().add(offset) };
                     let (run, bias) = slices.pass(slice, &mk, bias_ptr, &no_bias);
-                    let run = if stream && (c as usize) % 16 == 0 { mk.run_stream } else { run };
+                    let run = if stream && (c as usize).is_multiple_of(16) { mk.run_stream } else { run };
                     // SAFETY: as above, for every tile of the strip (full rows and filters only);
                     // `run_stream` only with 16-byte aligned rows (ldc checked where `stream` is
                     // set), which the strip's steps of nr filters or mr rows keep aligned; the
@@ -327,7 +327,7 @@ pub fn run<T: Element>(
         }
         #[cfg(target_arch = "x86_64")]
         if stream {
-            super::microkernel::avx2::store_fence();
+            super::microkernel::x86::store_fence();
         }
     });
 }

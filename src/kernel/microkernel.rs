@@ -65,7 +65,7 @@ pub struct Lhs<T> {
 pub const PREFETCH_MAX_BYTES: usize = 8 * 1024;
 
 /// Largest `MR * NR` of any kernel, for stack tiles.
-pub const MAX_TILE: usize = 6 * 16;
+pub const MAX_TILE: usize = 6 * 32;
 /// Rows of the narrow (one-register) tiles.
 pub const NARROW_MR: usize = 12;
 const _: () = assert!(NARROW_MR * 8 <= MAX_TILE);
@@ -121,7 +121,7 @@ unsafe fn portable_tile_4x8<T: Float, const ACC: bool>(a: Lhs<T>, b: *const T, b
 }
 
 #[cfg(target_arch = "x86_64")]
-pub mod avx2 {
+pub mod x86 {
     use super::Lhs;
     use std::arch::x86_64::*;
 
@@ -142,7 +142,7 @@ pub mod avx2 {
     }
 
     macro_rules! kernel_6x2 {
-        ($name:ident, $tile:ident, $t:ty, $half:expr, $zero:ident, $load:ident, $broadcast:ident, $fma:ident, $add:ident,
+        ($features:literal, $name:ident, $tile:ident, $t:ty, $half:expr, $zero:ident, $load:ident, $broadcast:ident, $fma:ident, $add:ident,
          $store:ident, $stream:ident, $cast_low:ident, $high:ident, $quarter:expr) => {
             /// A 6-step x two-register tile. With `STREAM`, results go to memory with
             /// non-temporal stores (the caller guarantees 16-byte aligned rows), for outputs
@@ -151,8 +151,9 @@ pub mod avx2 {
             /// With `ACC`, sums start from the values in `c` (see [`super::MicroKernel::run_acc`]).
             ///
             /// # Safety
-            /// As [`super::MicroKernel::run`] with `mr = 6`, `nr = 2 * half`; the CPU has AVX2 and FMA.
-            #[target_feature(enable = "avx2,fma")]
+            /// As [`super::MicroKernel::run`] with `mr = 6`, `nr = 2 * half`; the CPU has the
+            /// features the function is compiled for (AVX2 and FMA, and AVX-512 for zmm tiles).
+            #[target_feature(enable = $features)]
             pub unsafe fn $name<const STREAM: bool, const ACC: bool>(a: Lhs<$t>, b: *const $t, bias: *const $t, c: *mut $t, ldc: usize, strip: super::Strip) {
                 for s in 0..strip.count {
                     prefetch_ahead(&a, &strip, s, 6);
@@ -168,7 +169,7 @@ pub mod avx2 {
             ///
             /// # Safety
             /// As the strip function, for one tile.
-            #[target_feature(enable = "avx2,fma")]
+            #[target_feature(enable = $features)]
             #[inline]
             unsafe fn $tile<const STREAM: bool, const ACC: bool>(a: Lhs<$t>, b: *const $t, bias: *const $t, c: *mut $t, ldc: usize) {
                 // SAFETY: with ACC, the 6 rows of `c` hold the earlier slices' sums (caller's contract).
@@ -306,10 +307,33 @@ pub mod avx2 {
     kernel_narrow!(f64_12x4, f64_12x4_tile, f64, 4, _mm256_setzero_pd, _mm256_loadu_pd, _mm256_broadcast_sd, _mm256_fmadd_pd,
         _mm256_add_pd, _mm256_storeu_pd);
 
-    kernel_6x2!(f32_6x16, f32_6x16_tile, f32, 8, _mm256_setzero_ps, _mm256_loadu_ps, _mm256_broadcast_ss, _mm256_fmadd_ps,
+    kernel_6x2!("avx2,fma", f32_6x16, f32_6x16_tile, f32, 8, _mm256_setzero_ps, _mm256_loadu_ps, _mm256_broadcast_ss, _mm256_fmadd_ps,
         _mm256_add_ps, _mm256_storeu_ps, _mm_stream_ps, _mm256_castps256_ps128, _mm256_extractf128_ps, 4);
-    kernel_6x2!(f64_6x8, f64_6x8_tile, f64, 4, _mm256_setzero_pd, _mm256_loadu_pd, _mm256_broadcast_sd, _mm256_fmadd_pd,
+    kernel_6x2!("avx2,fma", f64_6x8, f64_6x8_tile, f64, 4, _mm256_setzero_pd, _mm256_loadu_pd, _mm256_broadcast_sd, _mm256_fmadd_pd,
         _mm256_add_pd, _mm256_storeu_pd, _mm_stream_pd, _mm256_castpd256_pd128, _mm256_extractf128_pd, 2);
+
+    /// One value in every lane of a zmm register.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn broadcast_zmm(x: &f32) -> __m512 {
+        _mm512_set1_ps(*x)
+    }
+
+    /// Half a zmm register's worth, written with two 16-byte non-temporal stores.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn stream_half_zmm(out: *mut f32, v: __m256) {
+        // SAFETY: 8 writable elements, 16-byte aligned (caller's contract).
+        unsafe {
+            _mm_stream_ps(out, _mm256_castps256_ps128(v));
+            _mm_stream_ps(out.add(4), _mm256_extractf128_ps(v, 1));
+        }
+    }
+
+    // The two-register tile again in zmm registers, 6 x 32: the same sums in the same order,
+    // with half the broadcasts per multiply-add.
+    kernel_6x2!("avx2,fma,avx512f,avx512dq", f32_6x32, f32_6x32_tile, f32, 16, _mm512_setzero_ps, _mm512_loadu_ps, broadcast_zmm,
+        _mm512_fmadd_ps, _mm512_add_ps, _mm512_storeu_ps, stream_half_zmm, _mm512_castps512_ps256, _mm512_extractf32x8_ps, 8);
 
     /// Orders earlier non-temporal stores before what follows (other threads read the output).
     pub fn store_fence() {

@@ -23,6 +23,8 @@ pub enum Simd {
     /// The best the running CPU offers, detected once.
     #[default]
     Auto,
+    /// AVX2 and FMA kernels even where the CPU also has AVX-512 (else as `Auto`).
+    Avx2,
     /// Plain Rust only (the fallback on CPUs without AVX2 and FMA).
     Portable,
 }
@@ -75,8 +77,27 @@ pub fn has_avx2_fma() -> bool {
     })
 }
 
+/// True when the CPU has AVX-512 F and DQ (besides AVX2 and FMA); detected once per process.
+pub fn has_avx512() -> bool {
+    static DETECTED: OnceLock<bool> = OnceLock::new();
+    *DETECTED.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            has_avx2_fma() && is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512dq")
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            false
+        }
+    })
+}
+
 pub(crate) fn use_avx2(simd: Simd) -> bool {
-    simd == Simd::Auto && has_avx2_fma()
+    simd != Simd::Portable && has_avx2_fma()
+}
+
+pub(crate) fn use_avx512(simd: Simd) -> bool {
+    simd == Simd::Auto && has_avx512()
 }
 
 /// Floating-point types the kernels compute in: `f32` and `f64`.
@@ -106,9 +127,21 @@ impl Element for f32 {
             return MicroKernel {
                 mr: microkernel::NARROW_MR,
                 nr: 8,
-                run: microkernel::avx2::f32_12x8::<false>,
-                run_stream: microkernel::avx2::f32_12x8::<false>,
-                run_acc: microkernel::avx2::f32_12x8::<true>,
+                run: microkernel::x86::f32_12x8::<false>,
+                run_stream: microkernel::x86::f32_12x8::<false>,
+                run_acc: microkernel::x86::f32_12x8::<true>,
+            };
+        }
+        #[cfg(target_arch = "x86_64")]
+        if use_avx512(simd) && filters_per_group.is_multiple_of(32) {
+            // Same sums in the same order as the AVX2 tile, twice as wide: half the
+            // broadcasts per multiply-add (measured 5-10% faster on Zen 4 GEMM shapes).
+            return MicroKernel {
+                mr: 6,
+                nr: 32,
+                run: microkernel::x86::f32_6x32::<false, false>,
+                run_stream: microkernel::x86::f32_6x32::<true, false>,
+                run_acc: microkernel::x86::f32_6x32::<false, true>,
             };
         }
         #[cfg(target_arch = "x86_64")]
@@ -116,9 +149,9 @@ impl Element for f32 {
             return MicroKernel {
                 mr: 6,
                 nr: 16,
-                run: microkernel::avx2::f32_6x16::<false, false>,
-                run_stream: microkernel::avx2::f32_6x16::<true, false>,
-                run_acc: microkernel::avx2::f32_6x16::<false, true>,
+                run: microkernel::x86::f32_6x16::<false, false>,
+                run_stream: microkernel::x86::f32_6x16::<true, false>,
+                run_acc: microkernel::x86::f32_6x16::<false, true>,
             };
         }
         let _ = (simd, filters_per_group);
@@ -157,9 +190,9 @@ impl Element for f64 {
             return MicroKernel {
                 mr: microkernel::NARROW_MR,
                 nr: 4,
-                run: microkernel::avx2::f64_12x4::<false>,
-                run_stream: microkernel::avx2::f64_12x4::<false>,
-                run_acc: microkernel::avx2::f64_12x4::<true>,
+                run: microkernel::x86::f64_12x4::<false>,
+                run_stream: microkernel::x86::f64_12x4::<false>,
+                run_acc: microkernel::x86::f64_12x4::<true>,
             };
         }
         #[cfg(target_arch = "x86_64")]
@@ -167,9 +200,9 @@ impl Element for f64 {
             return MicroKernel {
                 mr: 6,
                 nr: 8,
-                run: microkernel::avx2::f64_6x8::<false, false>,
-                run_stream: microkernel::avx2::f64_6x8::<true, false>,
-                run_acc: microkernel::avx2::f64_6x8::<false, true>,
+                run: microkernel::x86::f64_6x8::<false, false>,
+                run_stream: microkernel::x86::f64_6x8::<true, false>,
+                run_acc: microkernel::x86::f64_6x8::<false, true>,
             };
         }
         let _ = (simd, filters_per_group);

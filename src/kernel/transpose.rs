@@ -202,7 +202,7 @@ mod tests {
 
     #[test]
     fn transposes_every_shape_on_every_instruction_set() {
-        for simd in [Simd::Auto, Simd::Portable] {
+        for simd in [Simd::Auto, Simd::Avx2, Simd::Portable] {
             check::<f32>(f32::transpose(simd));
             check::<f64>(f64::transpose(simd));
         }
