@@ -420,7 +420,7 @@ fn has_avx2_fma() -> bool {
 }
 
 /// True when the CPU also has AVX-512 (F and DQ), so GEMM calls whose groups have whole
-/// blocks of 32 float32 filters use zmm tiles.
+/// blocks of 32 float32 (16 float64) filters use zmm tiles.
 #[pyfunction]
 fn has_avx512() -> bool {
     crate::kernel::has_avx512()

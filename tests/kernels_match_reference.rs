@@ -53,10 +53,16 @@ proptest! {
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(60))]
-    /// Whole blocks of 32 filters per group, which CPUs with AVX-512 compute in zmm tiles.
+    /// Whole blocks of 32 float32 or 16 float64 filters per group, which CPUs with AVX-512
+    /// compute in zmm tiles.
     #[test]
     fn f32_wide_filter_blocks_match_reference(c in case(1..6), blocks in 1usize..4) {
         check::<f32>(&Case { filters_per_group: 32 * blocks, ..c }, |v| v as f32)?;
+    }
+
+    #[test]
+    fn f64_wide_filter_blocks_match_reference(c in case(1..6), blocks in 1usize..4) {
+        check::<f64>(&Case { filters_per_group: 16 * blocks, ..c }, |v| v)?;
     }
 }
 
@@ -65,6 +71,7 @@ fn wide_filter_blocks_written_around_the_caches_match_reference() {
     // Output past the size from which it bypasses the caches, in blocks of 32 filters.
     let c = Case::new(2, 33_000, 1, 3, 32, 3, Conv1dParams::new().padding(Padding::Same));
     check::<f32>(&c, |v| v as f32).unwrap();
+    check::<f64>(&Case::new(2, 33_000, 1, 3, 16, 3, Conv1dParams::new().padding(Padding::Same)), |v| v).unwrap();
 }
 
 #[test]

@@ -319,6 +319,13 @@ pub mod x86 {
         _mm512_set1_ps(*x)
     }
 
+    /// One value in every lane of a zmm register.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn broadcast_zmm_pd(x: &f64) -> __m512d {
+        _mm512_set1_pd(*x)
+    }
+
     /// Half a zmm register's worth, written with two 16-byte non-temporal stores.
     #[target_feature(enable = "avx2")]
     #[inline]
@@ -330,10 +337,23 @@ pub mod x86 {
         }
     }
 
-    // The two-register tile again in zmm registers, 6 x 32: the same sums in the same order,
-    // with half the broadcasts per multiply-add.
+    /// Half a zmm register's worth, written with two 16-byte non-temporal stores.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn stream_half_zmm_pd(out: *mut f64, v: __m256d) {
+        // SAFETY: 4 writable elements, 16-byte aligned (caller's contract).
+        unsafe {
+            _mm_stream_pd(out, _mm256_castpd256_pd128(v));
+            _mm_stream_pd(out.add(2), _mm256_extractf128_pd(v, 1));
+        }
+    }
+
+    // The two-register tiles again in zmm registers, 6 x 32 (float32) and 6 x 16 (float64):
+    // the same sums in the same order, with half the broadcasts per multiply-add.
     kernel_6x2!("avx2,fma,avx512f,avx512dq", f32_6x32, f32_6x32_tile, f32, 16, _mm512_setzero_ps, _mm512_loadu_ps, broadcast_zmm,
         _mm512_fmadd_ps, _mm512_add_ps, _mm512_storeu_ps, stream_half_zmm, _mm512_castps512_ps256, _mm512_extractf32x8_ps, 8);
+    kernel_6x2!("avx2,fma,avx512f", f64_6x16, f64_6x16_tile, f64, 8, _mm512_setzero_pd, _mm512_loadu_pd, broadcast_zmm_pd,
+        _mm512_fmadd_pd, _mm512_add_pd, _mm512_storeu_pd, stream_half_zmm_pd, _mm512_castpd512_pd256, _mm512_extractf64x4_pd, 4);
 
     /// Orders earlier non-temporal stores before what follows (other threads read the output).
     pub fn store_fence() {

@@ -196,6 +196,17 @@ impl Element for f64 {
             };
         }
         #[cfg(target_arch = "x86_64")]
+        if use_avx512(simd) && filters_per_group.is_multiple_of(16) {
+            // As for f32: the AVX2 tile's sums, twice as wide.
+            return MicroKernel {
+                mr: 6,
+                nr: 16,
+                run: microkernel::x86::f64_6x16::<false, false>,
+                run_stream: microkernel::x86::f64_6x16::<true, false>,
+                run_acc: microkernel::x86::f64_6x16::<false, true>,
+            };
+        }
+        #[cfg(target_arch = "x86_64")]
         if use_avx2(simd) {
             return MicroKernel {
                 mr: 6,
