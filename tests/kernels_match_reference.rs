@@ -222,21 +222,25 @@ fn taps_too_far_apart_for_a_contiguous_tile_use_per_row_packing() {
 
 #[test]
 fn outputs_larger_than_the_caches_match_reference() {
-    // Over 8 MiB of output: written with non-temporal stores where the rows are aligned.
-    for (cg, fg, groups) in [(1usize, 32usize, 1usize), (3, 20, 2)] {
-        let c = Case {
-            batch: 2,
-            steps: 40_000,
-            groups,
-            in_per_group: cg,
-            filters_per_group: fg,
-            kernel_size: 3,
-            params: Conv1dParams::new().padding(Padding::Same),
-            use_bias: true,
-            seed: 9,
-        };
-        check::<f32>(&c, |v| v as f32).unwrap();
-        check::<f64>(&c, |v| v).unwrap();
+    // Over 8 MiB of output: written with non-temporal stores where the rows are aligned
+    // (channels_last), or through the transposes (channels_first, rows of an odd number of
+    // steps, so their runs start anywhere in a line).
+    for format in [DataFormat::ChannelsLast, DataFormat::ChannelsFirst] {
+        for (cg, fg, groups) in [(1usize, 32usize, 1usize), (3, 20, 2)] {
+            let c = Case {
+                batch: 2,
+                steps: 40_001,
+                groups,
+                in_per_group: cg,
+                filters_per_group: fg,
+                kernel_size: 3,
+                params: Conv1dParams::new().padding(Padding::Same).data_format(format),
+                use_bias: true,
+                seed: 9,
+            };
+            check::<f32>(&c, |v| v as f32).unwrap();
+            check::<f64>(&c, |v| v).unwrap();
+        }
     }
 }
 
