@@ -19,8 +19,50 @@ use rustfft::{Fft, FftPlanner};
 use std::mem::MaybeUninit;
 use std::sync::Arc;
 
-/// Filters whose outputs are gathered before being written to channels_last rows.
+/// Filters transformed together, whose outputs are written a channels_last row at a time.
 const FILTERS_AT_ONCE: usize = 16;
+/// Most blocks one work item transforms together (see [`run_len`]).
+const MAX_RUN: usize = 4;
+/// Most bytes of input spectra a work item holds for its run of blocks.
+const RUN_INPUT_BYTES: usize = 1 << 20;
+/// Most bytes of transformed pairs a work item holds: two blocks at a time up to this.
+const PAIRS_MAX_BYTES: usize = 256 * 1024;
+/// Work items per thread that runs are kept short enough to leave, for balance.
+const ITEMS_PER_THREAD: usize = 3;
+
+/// Half spectra of several channels laid out for the per-bin sums over channels: bins in
+/// chunks of [`LANES`], and for each chunk, each channel's real parts then imaginary parts, so
+/// that the sum over channels for a chunk reads one cache line per channel, in order. Bins past
+/// the last (to a whole chunk) are zero.
+struct Packed;
+
+/// Bins per chunk of [`Packed`]: one AVX2 register of f64.
+const LANES: usize = 4;
+
+impl Packed {
+    /// Elements of the half spectra of `channels` channels for transforms of length `n`.
+    fn len(n: usize, channels: usize) -> usize {
+        Self::chunks(n) * channels * 2 * LANES
+    }
+
+    fn chunks(n: usize) -> usize {
+        (n / 2 + 1).div_ceil(LANES)
+    }
+
+    /// Where the real part of bin `k` of `channel` lies; the imaginary part is `LANES` later.
+    fn at(channels: usize, channel: usize, k: usize) -> usize {
+        (k / LANES * channels + channel) * 2 * LANES + k % LANES
+    }
+
+    /// Stores the half spectrum of `channel`.
+    fn store(packed: &mut [f64], channels: usize, channel: usize, spectrum: &[Complex<f64>]) {
+        for (k, v) in spectrum.iter().enumerate() {
+            let at = Self::at(channels, channel, k);
+            packed[at] = v.re;
+            packed[at + LANES] = v.im;
+        }
+    }
+}
 
 /// Kernel spectra for one dilation, ready for any input length.
 pub struct FftWeights<T: Element> {
@@ -30,10 +72,9 @@ pub struct FftWeights<T: Element> {
     in_per_group: usize,
     filters_per_group: usize,
     groups: usize,
-    /// Real and imaginary parts, each `[group][filter][channel][bin]`, scaled by `1 / n`
-    /// (exact: `n` is a power of two). Split so the per-bin products vectorise.
-    spectra_re: Vec<f64>,
-    spectra_im: Vec<f64>,
+    /// Kernel spectra scaled by `1 / n` (exact: `n` is a power of two), in [`Packed`] layout
+    /// per filter: `[group][filter][chunk][channel]`.
+    spectra: Vec<f64>,
     forward: Arc<dyn RealToComplex<f64>>,
     /// Complex, of length `n`: each transform turns the spectra of two filters into both outputs.
     inverse: Arc<dyn Fft<f64>>,
@@ -74,8 +115,8 @@ impl<T: Element> FftWeights<T> {
         let forward = planner.plan_fft_forward(n);
         let inverse = FftPlanner::<f64>::new().plan_fft_inverse(n);
         let scale = 1.0 / n as f64;
-        let len = groups * fg * in_per_group * bins;
-        let (mut spectra_re, mut spectra_im) = (vec![0.0; len], vec![0.0; len]);
+        let per_filter = Packed::len(n, in_per_group);
+        let mut spectra = vec![0.0; groups * fg * per_filter];
         let mut spectrum = vec![Complex::new(0.0, 0.0); bins];
         let mut signal = vec![0.0; n];
         let mut scratch = forward.make_scratch_vec();
@@ -86,12 +127,9 @@ impl<T: Element> FftWeights<T> {
                     for j in 0..kernel_size {
                         signal[span - 1 - j * dilation_rate] = to_f64(kernel[[j, c, g * fg + o]]) * scale;
                     }
-                    let start = ((g * fg + o) * in_per_group + c) * bins;
                     forward.process_with_scratch(&mut signal, &mut spectrum, &mut scratch).expect("buffers sized by the plan");
-                    for (f, v) in spectrum.iter().enumerate() {
-                        spectra_re[start + f] = v.re;
-                        spectra_im[start + f] = v.im;
-                    }
+                    let filter = &mut spectra[(g * fg + o) * per_filter..][..per_filter];
+                    Packed::store(filter, in_per_group, c, &spectrum);
                 }
             }
         }
@@ -102,8 +140,7 @@ impl<T: Element> FftWeights<T> {
             in_per_group,
             filters_per_group: fg,
             groups,
-            spectra_re,
-            spectra_im,
+            spectra,
             forward,
             inverse,
             element: std::marker::PhantomData,
@@ -111,143 +148,127 @@ impl<T: Element> FftWeights<T> {
     }
 }
 
-type Split<'a> = (&'a [f64], &'a [f64]);
+/// Where the output spectra of a pair of filters come from on a run of blocks: the input
+/// spectra of each block and each filter's kernel spectra, all [`Packed`] over the group's
+/// channels. A missing second filter has a zero kernel.
+struct PairSource<'a> {
+    /// `[block][chunk][channel]`.
+    inputs: &'a [f64],
+    kernels: [&'a [f64]; 2],
+    channels: usize,
+    /// Length of the transforms.
+    n: usize,
+}
 
-/// `product = input * kernel` (or `+=` when `accumulate`), bin by bin, on split complex arrays.
-fn multiply(product: (&mut [f64], &mut [f64]), input: Split<'_>, kernel: Split<'_>, accumulate: bool, fused: bool) {
-    #[cfg(target_arch = "x86_64")]
-    if fused {
-        // SAFETY: `fused` is only true when AVX2 and FMA were detected.
-        return unsafe { multiply_fma(product, input, kernel, accumulate) };
+impl PairSource<'_> {
+    fn block_len(&self) -> usize {
+        Packed::len(self.n, self.channels)
     }
-    let _ = fused;
-    multiply_body(product, input, kernel, accumulate);
-}
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn multiply_fma(product: (&mut [f64], &mut [f64]), input: Split<'_>, kernel: Split<'_>, accumulate: bool) {
-    multiply_body(product, input, kernel, accumulate);
-}
-
-#[inline(always)]
-fn multiply_body((pr, pi): (&mut [f64], &mut [f64]), (xr, xi): Split<'_>, (kr, ki): Split<'_>, accumulate: bool) {
-    let n = pr.len().min(pi.len()).min(xr.len()).min(xi.len()).min(kr.len()).min(ki.len());
-    let (pr, pi, xr, xi, kr, ki) = (&mut pr[..n], &mut pi[..n], &xr[..n], &xi[..n], &kr[..n], &ki[..n]);
-    if accumulate {
-        for f in 0..n {
-            pr[f] += xr[f] * kr[f] - xi[f] * ki[f];
-            pi[f] += xr[f] * ki[f] + xi[f] * kr[f];
-        }
-    } else {
-        for f in 0..n {
-            pr[f] = xr[f] * kr[f] - xi[f] * ki[f];
-            pi[f] = xr[f] * ki[f] + xi[f] * kr[f];
-        }
+    /// True when the kernels hold the spectra of all the channels and the inputs of `blocks` blocks.
+    fn holds(&self, blocks: usize) -> bool {
+        self.inputs.len() >= blocks * self.block_len() && self.kernels.iter().all(|k| k.len() == self.block_len())
     }
-}
 
-/// The output spectra of two filters on one block, bin by bin: `sum + input * kernel`, where
-/// `input` and `kernel` are the spectra of the group's last channel and `sum` the products of
-/// its other channels (absent with one channel per group). A missing second filter has a
-/// zero kernel.
-#[derive(Clone, Copy)]
-struct FilterPair<'a> {
-    input: Split<'a>,
-    kernels: [Split<'a>; 2],
-    sums: Option<[Split<'a>; 2]>,
-}
-
-impl FilterPair<'_> {
-    /// Both filters' spectra at bin `k`, in the order of operations of [`multiply`].
-    #[inline(always)]
-    fn bin(&self, k: usize) -> [(f64, f64); 2] {
-        let (xr, xi) = (self.input.0[k], self.input.1[k]);
-        std::array::from_fn(|f| {
-            let (kr, ki) = (self.kernels[f].0[k], self.kernels[f].1[k]);
-            let (re, im) = (xr * kr - xi * ki, xr * ki + xi * kr);
-            match self.sums {
-                Some(sums) => (sums[f].0[k] + re, sums[f].1[k] + im),
-                None => (re, im),
+    /// Both filters' output spectra at bin `k` of `block`: the sums over channels of
+    /// input * kernel.
+    fn bin(&self, block: usize, k: usize) -> [(f64, f64); 2] {
+        let (inputs, mut sums) = (&self.inputs[block * self.block_len()..], [(0.0, 0.0); 2]);
+        for c in 0..self.channels {
+            let at = Packed::at(self.channels, c, k);
+            let (xr, xi) = (inputs[at], inputs[at + LANES]);
+            for ((re, im), kernel) in sums.iter_mut().zip(self.kernels) {
+                let (kr, ki) = (kernel[at], kernel[at + LANES]);
+                *re += xr * kr - xi * ki;
+                *im += xr * ki + xi * kr;
             }
-        })
-    }
-
-    /// True when every spectrum holds bin `last`.
-    fn holds(&self, last: usize) -> bool {
-        let splits = [self.input].into_iter().chain(self.kernels).chain(self.sums.into_iter().flatten());
-        splits.into_iter().all(|(re, im)| re.len() > last && im.len() > last)
+        }
+        sums
     }
 }
 
-/// The full spectrum `Z = Y1 + i Y2` of `z = y1 + i y2` for the pair's two real outputs, so
-/// one complex inverse transform yields both: `y1 = re z`, `y2 = im z`. A real signal's DC
-/// and Nyquist bins are real; rounding must not say otherwise.
-fn pair_spectrum(spectra: &FilterPair<'_>, pair: &mut [Complex<f64>], fused: bool) {
-    let half = pair.len() / 2;
-    assert!(spectra.holds(half), "half spectra shorter than the transform");
-    for k in [0, half] {
-        let [(first, _), (second, _)] = spectra.bin(k);
-        pair[k] = Complex::new(first, second);
-    }
-    let mut start = 1;
+/// Fills `pairs[b]` with the full spectrum `Z = Y1 + i Y2` of `z = y1 + i y2` for the pair's
+/// two real outputs on block `first_block + b`, so one complex inverse transform yields both:
+/// `y1 = re z`, `y2 = im z`. A real signal's DC and Nyquist bins are real; rounding must not
+/// say otherwise.
+fn pair_spectra(source: &PairSource<'_>, first_block: usize, pairs: &mut [Vec<Complex<f64>>], fused: bool) {
+    assert!(source.holds(first_block + pairs.len()), "spectra of every channel and block");
+    assert!(pairs.iter().all(|pair| pair.len() == source.n), "pair spectra as long as the transform");
+    let half = source.n / 2;
+    // Bins the vector loop leaves: the first chunk (with DC) and the Nyquist bin.
+    let mut scalar_bins = 1..half;
     #[cfg(target_arch = "x86_64")]
     if fused {
-        // SAFETY: AVX2 was detected; every spectrum holds `half + 1` bins (asserted above).
-        start = unsafe { pair_spectrum_avx(spectra, pair) };
+        // SAFETY: AVX2 and FMA were detected; the spectra's lengths are asserted above.
+        unsafe {
+            match pairs {
+                [one] => pair_spectra_avx::<1>(source, first_block, [one]),
+                [one, two] => pair_spectra_avx::<2>(source, first_block, [one, two]),
+                _ => unreachable!("one or two blocks at a time"),
+            };
+        }
+        scalar_bins = 1..LANES;
     }
     let _ = fused;
-    // Bin k holds Y1 + i Y2, bin n - k their conjugates: conj(Y1) + i conj(Y2).
-    for k in start..half {
-        let [(ar, ai), (br, bi)] = spectra.bin(k);
-        pair[k] = Complex::new(ar - bi, ai + br);
-        pair[2 * half - k] = Complex::new(ar + bi, br - ai);
+    for (b, pair) in pairs.iter_mut().enumerate() {
+        for k in [0, half] {
+            let [(first, _), (second, _)] = source.bin(first_block + b, k);
+            pair[k] = Complex::new(first, second);
+        }
+        // Bin k holds Y1 + i Y2, bin n - k their conjugates: conj(Y1) + i conj(Y2).
+        for k in scalar_bins.clone() {
+            let [(ar, ai), (br, bi)] = source.bin(first_block + b, k);
+            pair[k] = Complex::new(ar - bi, ai + br);
+            pair[2 * half - k] = Complex::new(ar + bi, br - ai);
+        }
     }
 }
 
-/// Bins `1..` of [`pair_spectrum`] four at a time while four remain below `half`; returns
-/// the first bin not done. Same operations in the same order as [`FilterPair::bin`].
+/// Bins `LANES..half` of [`pair_spectra`], a chunk at a time, for `R` blocks at once: each
+/// kernel chunk loaded serves all of them, and the sums over channels stay in registers.
 ///
 /// # Safety
-/// AVX2 is available; every spectrum holds `pair.len() / 2 + 1` bins.
+/// AVX2 and FMA are available; the spectra are as [`pair_spectra`] asserts.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn pair_spectrum_avx(spectra: &FilterPair<'_>, pair: &mut [Complex<f64>]) -> usize {
+unsafe fn pair_spectra_avx<const R: usize>(source: &PairSource<'_>, first_block: usize, mut pairs: [&mut Vec<Complex<f64>>; R]) {
     use std::arch::x86_64::*;
-    let half = pair.len() / 2;
-    let out = pair.as_mut_ptr().cast::<f64>();
-    let mut k = 1;
-    while k + 4 <= half {
-        // SAFETY: bins k..k+4 lie below `half`, their mirrors n-k-3..=n-k above it.
+    let half = source.n / 2;
+    let inputs = source.inputs[first_block * source.block_len()..].as_ptr();
+    for chunk in 1..half / LANES {
+        let k = chunk * LANES;
+        // SAFETY: the chunk lies inside every block's and kernel's spectra, and bins
+        // n-k-3..=n-k inside the pairs (k >= LANES).
         unsafe {
-            let load = |s: &[f64]| _mm256_loadu_pd(s.as_ptr().add(k));
-            let (xr, xi) = (load(spectra.input.0), load(spectra.input.1));
-            let mut y = [(_mm256_setzero_pd(), _mm256_setzero_pd()); 2];
-            for (f, (re, im)) in y.iter_mut().enumerate() {
-                let (kr, ki) = (load(spectra.kernels[f].0), load(spectra.kernels[f].1));
-                *re = _mm256_sub_pd(_mm256_mul_pd(xr, kr), _mm256_mul_pd(xi, ki));
-                *im = _mm256_add_pd(_mm256_mul_pd(xr, ki), _mm256_mul_pd(xi, kr));
-                if let Some(sums) = spectra.sums {
-                    *re = _mm256_add_pd(load(sums[f].0), *re);
-                    *im = _mm256_add_pd(load(sums[f].1), *im);
+            let load = |p: *const f64, at: usize| (_mm256_loadu_pd(p.add(at)), _mm256_loadu_pd(p.add(at + LANES)));
+            let mut y = [[(_mm256_setzero_pd(), _mm256_setzero_pd()); 2]; R];
+            for c in 0..source.channels {
+                let at = Packed::at(source.channels, c, k);
+                let kernels = source.kernels.map(|kernel| load(kernel.as_ptr(), at));
+                for (b, sums) in y.iter_mut().enumerate() {
+                    let (x_re, x_im) = load(inputs, b * source.block_len() + at);
+                    for ((re, im), (k_re, k_im)) in sums.iter_mut().zip(kernels) {
+                        *re = _mm256_fnmadd_pd(x_im, k_im, _mm256_fmadd_pd(x_re, k_re, *re));
+                        *im = _mm256_fmadd_pd(x_im, k_re, _mm256_fmadd_pd(x_re, k_im, *im));
+                    }
                 }
             }
-            let [(ar, ai), (br, bi)] = y;
-            let (low_re, low_im) = (_mm256_sub_pd(ar, bi), _mm256_add_pd(ai, br));
-            let (high_re, high_im) = (_mm256_add_pd(ar, bi), _mm256_sub_pd(br, ai));
-            // Interleaved: bins k, k+1 in one register, k+2, k+3 in the other.
-            let (a, b) = (_mm256_unpacklo_pd(low_re, low_im), _mm256_unpackhi_pd(low_re, low_im));
-            _mm256_storeu_pd(out.add(2 * k), _mm256_permute2f128_pd(a, b, 0x20));
-            _mm256_storeu_pd(out.add(2 * k + 4), _mm256_permute2f128_pd(a, b, 0x31));
-            // Mirrored bins run downwards: n-k-3, n-k-2 from the second pair, then n-k-1, n-k.
-            let (a, b) = (_mm256_unpacklo_pd(high_re, high_im), _mm256_unpackhi_pd(high_re, high_im));
-            let mirror = 2 * (2 * half - k - 3);
-            _mm256_storeu_pd(out.add(mirror), _mm256_permute2f128_pd(b, a, 0x31));
-            _mm256_storeu_pd(out.add(mirror + 4), _mm256_permute2f128_pd(b, a, 0x20));
+            for (pair, [(ar, ai), (br, bi)]) in pairs.iter_mut().zip(y) {
+                let out = pair.as_mut_ptr().cast::<f64>();
+                let (low_re, low_im) = (_mm256_sub_pd(ar, bi), _mm256_add_pd(ai, br));
+                let (high_re, high_im) = (_mm256_add_pd(ar, bi), _mm256_sub_pd(br, ai));
+                // Interleaved: bins k, k+1 in one register, k+2, k+3 in the other.
+                let (a, b) = (_mm256_unpacklo_pd(low_re, low_im), _mm256_unpackhi_pd(low_re, low_im));
+                _mm256_storeu_pd(out.add(2 * k), _mm256_permute2f128_pd(a, b, 0x20));
+                _mm256_storeu_pd(out.add(2 * k + 4), _mm256_permute2f128_pd(a, b, 0x31));
+                // Mirrored bins run downwards: n-k-3, n-k-2 from the second pair, then n-k-1, n-k.
+                let (a, b) = (_mm256_unpacklo_pd(high_re, high_im), _mm256_unpackhi_pd(high_re, high_im));
+                let mirror = 2 * (2 * half - k - 3);
+                _mm256_storeu_pd(out.add(mirror), _mm256_permute2f128_pd(b, a, 0x31));
+                _mm256_storeu_pd(out.add(mirror + 4), _mm256_permute2f128_pd(b, a, 0x20));
+            }
         }
-        k += 4;
     }
-    k
 }
 
 fn to_f64<T: Element>(v: T) -> f64 {
@@ -276,107 +297,102 @@ pub fn run<T: Element>(
     let (cg, fg) = (weights.in_per_group, weights.filters_per_group);
     let useful = n - span + 1;
     let blocks = geo.out_steps.div_ceil(useful);
-    let items = geo.batch * weights.groups * blocks;
+    let sequences = geo.batch * weights.groups;
+    let parallel = parallel && geo.macs() >= super::PARALLEL_MIN_MACS;
+    let run_len = run_len(sequences * blocks, Packed::len(n, cg), parallel);
+    let runs = blocks.div_ceil(run_len.max(1));
+    let items = sequences * runs;
     if items == 0 {
         return;
     }
     let out_ptr = SharedOut(out.as_mut_ptr().cast::<T>());
     let zero = Complex::new(0.0, 0.0);
-    let parallel = parallel && geo.macs() >= super::PARALLEL_MIN_MACS;
     let fused = super::use_avx2(simd);
     let channels_last = geo.data_format == DataFormat::ChannelsLast;
     // As in the GEMM path: outputs far larger than the caches are written around them.
     let stream = fused && channels_last && std::mem::size_of_val(out) >= super::gemm::STREAM_MIN_BYTES;
 
     for_each_item::<T, _>(items, 0, parallel, |item, _| {
-        let block = item % blocks;
-        let g = (item / blocks) % weights.groups;
-        let b = item / (blocks * weights.groups);
-        let t0 = block * useful;
-        let count = useful.min(geo.out_steps - t0);
+        let run = item % runs;
+        let g = (item / runs) % weights.groups;
+        let b = item / (runs * weights.groups);
+        let first_block = run * run_len;
+        let here = run_len.min(blocks - first_block);
+        let t_first = first_block * useful;
+        // Output steps of the run's blocks: all `useful` but the sequence's last.
+        let count_of = |block: usize| useful.min(geo.out_steps - t_first - block * useful);
         let mut signal = vec![0.0; n];
         let mut spectrum = vec![zero; bins];
         let mut scratch = vec![zero; weights.forward.get_scratch_len().max(weights.inverse.get_inplace_scratch_len())];
-        let (mut inputs_re, mut inputs_im) = (vec![0.0; cg * bins], vec![0.0; cg * bins]);
-        let first = geo.first_input_step(t0);
-        for c in 0..cg {
-            let lane = x.slice(ndarray::s![b, .., g * cg + c]);
-            for (i, v) in signal.iter_mut().enumerate() {
-                let step = first + i as isize;
-                *v = if step >= 0 && (step as usize) < geo.steps { to_f64(lane[step as usize]) } else { 0.0 };
-            }
-            weights.forward.process_with_scratch(&mut signal, &mut spectrum, &mut scratch).expect("buffers sized by the plan");
-            for (f, v) in spectrum.iter().enumerate() {
-                inputs_re[c * bins + f] = v.re;
-                inputs_im[c * bins + f] = v.im;
+        let block_len = Packed::len(n, cg);
+        let mut inputs = vec![0.0; here * block_len];
+        for block in 0..here {
+            let first = geo.first_input_step(t_first + block * useful);
+            for c in 0..cg {
+                let lane = x.slice(ndarray::s![b, .., g * cg + c]);
+                for (i, v) in signal.iter_mut().enumerate() {
+                    let step = first + i as isize;
+                    *v = if step >= 0 && (step as usize) < geo.steps { to_f64(lane[step as usize]) } else { 0.0 };
+                }
+                weights.forward.process_with_scratch(&mut signal, &mut spectrum, &mut scratch).expect("buffers sized by the plan");
+                Packed::store(&mut inputs[block * block_len..][..block_len], cg, c, &spectrum);
             }
         }
-        let mut sums = [vec![0.0; bins], vec![0.0; bins], vec![0.0; bins], vec![0.0; bins]];
-        let silent = vec![0.0; bins];
-        let mut pair = vec![zero; n];
-        // channels_last rows are gathered for a few filters at a time and written a line at a
-        // time: one filter's steps alone land a whole row of filters apart.
-        let mut gathered = vec![T::zero(); if channels_last { count * FILTERS_AT_ONCE } else { 0 }];
-        let input_of = |c: usize| (&inputs_re[c * bins..(c + 1) * bins], &inputs_im[c * bins..(c + 1) * bins]);
-        let last = cg - 1;
-        for o in (0..fg).step_by(2) {
-            let filters = 2.min(fg - o);
-            let kernel_of = |f: usize, c: usize| -> Split<'_> {
-                if f >= filters {
-                    return (&silent, &silent);
-                }
-                let start = ((g * fg + o + f) * cg + c) * bins;
-                (&weights.spectra_re[start..start + bins], &weights.spectra_im[start..start + bins])
-            };
-            // The last channel's products are formed with the pair spectrum, in one pass.
-            let [first_re, first_im, second_re, second_im] = &mut sums;
-            for (f, (re, im)) in [(&mut *first_re, &mut *first_im), (&mut *second_re, &mut *second_im)].into_iter().enumerate() {
-                for c in 0..last {
-                    multiply((re, im), input_of(c), kernel_of(f, c), c > 0, fused);
-                }
+        // The transformed pairs of a run of filters, on one or two blocks at a time:
+        // `pairs[pair * blocks_at_once + block]`.
+        let blocks_at_once = if FILTERS_AT_ONCE * n * std::mem::size_of::<Complex<f64>>() <= PAIRS_MAX_BYTES { 2 } else { 1 };
+        let mut pairs = vec![vec![zero; n]; FILTERS_AT_ONCE / 2 * blocks_at_once.min(here)];
+        let silent = vec![0.0; block_len];
+        let kernel_of = |filter: usize| -> &[f64] {
+            if filter >= fg {
+                return &silent;
             }
-            let spectra = FilterPair {
-                input: input_of(last),
-                kernels: [kernel_of(0, last), kernel_of(1, last)],
-                sums: (last > 0).then_some([(&sums[0][..], &sums[1][..]), (&sums[2][..], &sums[3][..])]),
-            };
-            pair_spectrum(&spectra, &mut pair, fused);
-            weights.inverse.process_with_scratch(&mut pair, &mut scratch);
-            let filter = g * fg + o;
-            let bias_of = |k: usize| bias.map_or(0.0, |b| to_f64(b[filter + k]));
-            let (bias0, bias1) = (bias_of(0), if filters == 2 { bias_of(1) } else { 0.0 });
-            let values = &pair[span - 1..][..count];
-            if !channels_last {
-                for k in 0..filters {
-                    let row = (b * geo.filters + filter + k) * geo.out_steps + t0;
-                    for (i, v) in values.iter().enumerate() {
-                        let value = if k == 0 { to_output(v.re, bias0) } else { to_output(v.im, bias1) };
-                        // SAFETY: steps t0..t0+count of this batch item and group belong to this item alone.
-                        unsafe { *out_ptr.get().add(row + i) = value };
+            &weights.spectra[(g * fg + filter) * block_len..][..block_len]
+        };
+        for first_filter in (0..fg).step_by(FILTERS_AT_ONCE) {
+            let width = FILTERS_AT_ONCE.min(fg - first_filter);
+            let filter0 = g * fg + first_filter;
+            let bias = std::array::from_fn::<f64, FILTERS_AT_ONCE, _>(|k| bias.filter(|_| k < width).map_or(0.0, |b| to_f64(b[filter0 + k])));
+            for first_block in (0..here).step_by(blocks_at_once) {
+                let blocks_now = blocks_at_once.min(here - first_block);
+                for (pair, o) in (first_filter..first_filter + width).step_by(2).enumerate() {
+                    let source = PairSource { inputs: &inputs, kernels: [kernel_of(o), kernel_of(o + 1)], channels: cg, n };
+                    let transforms = &mut pairs[pair * blocks_now..][..blocks_now];
+                    pair_spectra(&source, first_block, transforms, fused);
+                    for transform in transforms {
+                        weights.inverse.process_with_scratch(transform, &mut scratch);
                     }
                 }
-                continue;
-            }
-            let lane = o % FILTERS_AT_ONCE;
-            let rows = gathered.chunks_exact_mut(FILTERS_AT_ONCE).zip(values);
-            if filters == 2 {
-                for (row, v) in rows {
-                    row[lane..lane + 2].copy_from_slice(&[to_output(v.re, bias0), to_output(v.im, bias1)]);
+                for block in 0..blocks_now {
+                    let (t0, count) = (t_first + (first_block + block) * useful, count_of(first_block + block));
+                    let values = |k: usize| &pairs[k / 2 * blocks_now + block][span - 1..][..count];
+                    if !channels_last {
+                        for k in 0..width {
+                            let row = (b * geo.filters + filter0 + k) * geo.out_steps + t0;
+                            for (i, v) in values(k).iter().enumerate() {
+                                let value = to_output(if k % 2 == 0 { v.re } else { v.im }, bias[k]);
+                                // SAFETY: steps t0..t0+count of this batch item and group belong to this item alone.
+                                unsafe { *out_ptr.get().add(row + i) = value };
+                            }
+                        }
+                        continue;
+                    }
+                    // channels_last rows take the run's filters a line at a time: one filter's
+                    // steps alone land a whole row of filters apart.
+                    let columns: [&[Complex<f64>]; FILTERS_AT_ONCE / 2] = std::array::from_fn(|pair| values((2 * pair).min(width - 1)));
+                    let mut row = [T::zero(); FILTERS_AT_ONCE];
+                    for i in 0..count {
+                        for (pair, column) in columns.iter().enumerate() {
+                            let v = column[i];
+                            row[2 * pair] = to_output(v.re, bias[2 * pair]);
+                            row[2 * pair + 1] = to_output(v.im, bias[2 * pair + 1]);
+                        }
+                        let index = (b * geo.out_steps + t0 + i) * geo.filters + filter0;
+                        // SAFETY: filters filter0..filter0+width of steps t0..t0+count of this
+                        // batch item belong to this item alone.
+                        unsafe { write_row(out_ptr.get().add(index), &row[..width], stream) };
+                    }
                 }
-            } else {
-                for (row, v) in rows {
-                    row[lane] = to_output(v.re, bias0);
-                }
-            }
-            if lane + filters < FILTERS_AT_ONCE && o + filters < fg {
-                continue;
-            }
-            let (first_filter, width) = (filter - lane, lane + filters);
-            for (i, row) in gathered.chunks_exact(FILTERS_AT_ONCE).enumerate() {
-                let index = (b * geo.out_steps + t0 + i) * geo.filters + first_filter;
-                // SAFETY: filters first_filter..first_filter+width of steps t0..t0+count of this
-                // batch item belong to this item alone.
-                unsafe { write_row(out_ptr.get().add(index), &row[..width], stream) };
             }
         }
         #[cfg(target_arch = "x86_64")]
@@ -384,6 +400,16 @@ pub fn run<T: Element>(
             super::microkernel::x86::store_fence();
         }
     });
+}
+
+/// Blocks per work item: up to [`MAX_RUN`] consecutive blocks of one sequence share each read
+/// of the kernel spectra, within [`RUN_INPUT_BYTES`] of input spectra, while leaving a few
+/// items per thread. Each block's sums are the same whatever its run.
+fn run_len(blocks: usize, block_len: usize, parallel: bool) -> usize {
+    let by_memory = RUN_INPUT_BYTES / (block_len * std::mem::size_of::<f64>()).max(1);
+    let threads = if parallel { super::pool_threads() } else { 1 };
+    let by_threads = blocks / (ITEMS_PER_THREAD * threads);
+    MAX_RUN.min(by_memory).min(by_threads).max(1)
 }
 
 /// Copies `row` to `dst`, around the caches when `stream` and `dst` allows 16-byte stores.
