@@ -323,7 +323,7 @@ impl<T: Element> PreparedKernel<T> {
             && geo.out_steps > 0
             && span <= geo.steps.max(1) * 4
             && spectra_bytes <= FFT_MAX_SPECTRA_BYTES
-            && (forced || fft::relative_cost::<T>(geo) < 1.0);
+            && (forced || fft::relative_cost::<T>(geo) < fft::MAX_RELATIVE_COST);
         if !eligible || !long.finite || !x.iter().all(|v| v.is_finite()) {
             return None;
         }

@@ -87,20 +87,36 @@ pub fn fft_len(span: usize) -> usize {
     (4 * span).next_power_of_two().max(256)
 }
 
-/// Estimated cost ratio (FFT / direct) per output step; below 1 the FFT path is faster.
-/// Measured on AVX2 machines over 16-255 taps, 1-64 channels and 16-128 filters, an f64 FFT
-/// flop costs about 9 times an f32 micro-kernel flop, and half as much against the f64
-/// micro-kernel, which is half as fast.
+/// Cost of an f64 transform flop, in f32 micro-kernel flops.
+const TRANSFORM_FLOP_COST: f64 = 4.9;
+/// Cost of a flop of the per-bin sums over channels, in f32 micro-kernel flops, while the
+/// kernel spectra stay in the caches; up to twice this as they outgrow them.
+const SUMS_FLOP_COST: f64 = 6.4;
+/// Kernel spectra from which their sums cost twice as much: read from memory for each run.
+const SPECTRA_OUT_OF_CACHE_BYTES: f64 = 48.0 * 1024.0 * 1024.0;
+
+/// Estimated cost ratio below which a call takes the FFT path: near 1, measured ratios scatter
+/// by up to 25% either way, and the direct sum is then kept.
+pub const MAX_RELATIVE_COST: f64 = 0.85;
+
+/// Estimated cost ratio (FFT / direct) of a call; below 1 the FFT path is faster. The FFT side
+/// includes transforming the kernel, so a one-off call on a short input stays direct. Fitted on
+/// Zen 4 over 15-255 taps, 1-512 channels and 4-512 filters; an f64 micro-kernel flop costs
+/// twice an f32 one.
 pub fn relative_cost<T>(geo: &Geometry) -> f64 {
     let span = geo.halo() + 1;
     let n = fft_len(span) as f64;
-    let (cg, fg) = (geo.in_per_group() as f64, geo.filters_per_group() as f64);
+    let (cg, fg, groups) = (geo.in_per_group() as f64, geo.filters_per_group() as f64, geo.groups as f64);
     let useful = n - span as f64 + 1.0;
     let bins = n / 2.0 + 1.0;
-    let fft = (cg + fg) * 2.5 * n * n.log2() + 8.0 * cg * fg * bins;
-    let direct = 2.0 * geo.kernel_size as f64 * cg * fg * useful;
-    let flop_cost = 9.0 * 4.0 / std::mem::size_of::<T>() as f64;
-    flop_cost * fft / direct
+    let blocks = (geo.out_steps as f64 / useful).ceil() * geo.batch as f64 * groups;
+    let transform = 2.5 * n * n.log2();
+    let spectra_bytes = groups * cg * fg * bins * 16.0;
+    let sums_flop_cost = SUMS_FLOP_COST * (1.0 + (spectra_bytes / SPECTRA_OUT_OF_CACHE_BYTES).min(1.0));
+    let per_block = TRANSFORM_FLOP_COST * (cg + fg) * transform + sums_flop_cost * 8.0 * cg * fg * bins;
+    let kernel = TRANSFORM_FLOP_COST * groups * cg * fg * transform;
+    let direct = 2.0 * geo.macs() * std::mem::size_of::<T>() as f64 / 4.0;
+    (blocks * per_block + kernel) / direct
 }
 
 impl<T: Element> FftWeights<T> {
@@ -431,4 +447,34 @@ unsafe fn write_row<T: Copy>(dst: *mut T, row: &[T], stream: bool) {
     let _ = (stream, bytes);
     // SAFETY: the caller's contract; `row` is a separate buffer.
     unsafe { std::ptr::copy_nonoverlapping(row.as_ptr(), dst, row.len()) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{relative_cost, MAX_RELATIVE_COST};
+    use crate::geometry::Geometry;
+    use crate::params::{Conv1dParams, Padding};
+
+    /// The cost model's choice for `batch` sequences of `steps` steps, `channels` to `filters`.
+    fn takes_fft(batch: usize, steps: usize, channels: usize, filters: usize, kernel_size: usize) -> bool {
+        let params = Conv1dParams::new().padding(Padding::Same);
+        let geo = Geometry::new([batch, steps, channels], [kernel_size, channels, filters], None, &params).unwrap();
+        relative_cost::<f32>(&geo) < MAX_RELATIVE_COST
+    }
+
+    #[test]
+    fn long_kernels_on_long_inputs_take_the_fft() {
+        assert!(takes_fft(4, 8192, 16, 16, 255));
+        assert!(takes_fft(4, 4096, 32, 32, 31));
+        assert!(takes_fft(4, 16000, 1, 80, 127));
+    }
+
+    #[test]
+    fn short_kernels_and_short_one_off_calls_stay_direct() {
+        assert!(!takes_fft(4, 4096, 32, 32, 15));
+        assert!(!takes_fft(4, 16000, 1, 80, 63));
+        // Transforming the kernel costs more than this call's whole direct sum.
+        assert!(!takes_fft(1, 256, 64, 64, 19));
+        assert!(takes_fft(16, 4096, 64, 64, 31));
+    }
 }
