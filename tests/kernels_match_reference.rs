@@ -298,8 +298,8 @@ fn fft_path_matches_reference_within_rounding() {
         (1, 50, 4, 1, 1, 64, 1, Padding::Same, DataFormat::ChannelsFirst),
         // Filters gathered 16 at a time into channels_last rows: two full runs and a short one.
         (2, 200, 2, 2, 37, 24, 1, Padding::Same, DataFormat::ChannelsLast),
-        // Many blocks per sequence, taken in runs of up to four and two at a time (and one
-        // left over), with a run of 16 filters and a short odd one.
+        // Many blocks per sequence, taken two at a time (and one left over), with a run of 16
+        // filters and a short odd one.
         (3, 2000, 1, 3, 21, 20, 1, Padding::Same, DataFormat::ChannelsLast),
         (2, 1200, 1, 2, 5, 30, 2, Padding::Causal, DataFormat::ChannelsFirst),
         // Transforms of 2048 steps: one block at a time.

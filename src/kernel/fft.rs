@@ -9,7 +9,7 @@
 //! for a segment `s[i] = x_pad[t0 + i]`, the circular convolution `z = s (*) h` gives
 //! `z[span - 1 + i] = y[t0 + i]` for `i < n - span + 1`, where no wrap-around reaches.
 
-use super::{for_each_item, Element, SharedOut};
+use super::{for_each_item_with, Element, SharedOut};
 use crate::geometry::Geometry;
 use crate::params::DataFormat;
 use ndarray::{ArrayView1, ArrayView3};
@@ -22,7 +22,7 @@ use std::sync::Arc;
 /// Filters transformed together, whose outputs are written a channels_last row at a time.
 const FILTERS_AT_ONCE: usize = 16;
 /// Most blocks one work item transforms together (see [`run_len`]).
-const MAX_RUN: usize = 4;
+const MAX_RUN: usize = 2;
 /// Most bytes of input spectra a work item holds for its run of blocks.
 const RUN_INPUT_BYTES: usize = 1 << 20;
 /// Most bytes of transformed pairs a work item holds: two blocks at a time up to this.
@@ -296,6 +296,18 @@ fn to_output<T: Element>(v: f64, bias: f64) -> T {
     T::from(v + bias).unwrap_or_else(T::nan)
 }
 
+/// Buffers each worker reuses from one work item to the next.
+struct Scratch {
+    signal: Vec<f64>,
+    spectrum: Vec<Complex<f64>>,
+    /// For the transforms' own use.
+    transform: Vec<Complex<f64>>,
+    /// The run's input spectra, `[block]` of [`Packed`] channels; the bins past the last stay zero.
+    inputs: Vec<f64>,
+    /// Pair spectra, transformed in place: `[pair][block]`.
+    pairs: Vec<Vec<Complex<f64>>>,
+}
+
 /// Runs the convolution (stride 1) into `out`, writing every element.
 pub fn run<T: Element>(
     geo: &Geometry,
@@ -328,7 +340,24 @@ pub fn run<T: Element>(
     // As in the GEMM path: outputs far larger than the caches are written around them.
     let stream = fused && channels_last && std::mem::size_of_val(out) >= super::gemm::STREAM_MIN_BYTES;
 
-    for_each_item::<T, _>(items, 0, parallel, |item, _| {
+    let block_len = Packed::len(n, cg);
+    // The transformed pairs of a run of filters are kept for one or two blocks at a time.
+    let blocks_at_once = if FILTERS_AT_ONCE * n * std::mem::size_of::<Complex<f64>>() <= PAIRS_MAX_BYTES { 2 } else { 1 };
+    let transform_scratch = weights.forward.get_scratch_len().max(weights.inverse.get_inplace_scratch_len());
+    // The kernel of a missing second filter in a pair.
+    let silent = vec![0.0; if fg % 2 == 1 { block_len } else { 0 }];
+    let new_scratch = |_: &super::CallState| {
+        Some(Scratch {
+            signal: vec![0.0; n],
+            spectrum: vec![zero; bins],
+            transform: vec![zero; transform_scratch],
+            inputs: vec![0.0; run_len.min(blocks) * block_len],
+            pairs: vec![vec![zero; n]; FILTERS_AT_ONCE / 2 * blocks_at_once],
+        })
+    };
+
+    for_each_item_with(items, parallel, new_scratch, |item, scratch: &mut Scratch| {
+        let Scratch { signal, spectrum, transform, inputs, pairs } = scratch;
         let run = item % runs;
         let g = (item / runs) % weights.groups;
         let b = item / (runs * weights.groups);
@@ -337,11 +366,6 @@ pub fn run<T: Element>(
         let t_first = first_block * useful;
         // Output steps of the run's blocks: all `useful` but the sequence's last.
         let count_of = |block: usize| useful.min(geo.out_steps - t_first - block * useful);
-        let mut signal = vec![0.0; n];
-        let mut spectrum = vec![zero; bins];
-        let mut scratch = vec![zero; weights.forward.get_scratch_len().max(weights.inverse.get_inplace_scratch_len())];
-        let block_len = Packed::len(n, cg);
-        let mut inputs = vec![0.0; here * block_len];
         for block in 0..here {
             let first = geo.first_input_step(t_first + block * useful);
             for c in 0..cg {
@@ -350,15 +374,10 @@ pub fn run<T: Element>(
                     let step = first + i as isize;
                     *v = if step >= 0 && (step as usize) < geo.steps { to_f64(lane[step as usize]) } else { 0.0 };
                 }
-                weights.forward.process_with_scratch(&mut signal, &mut spectrum, &mut scratch).expect("buffers sized by the plan");
-                Packed::store(&mut inputs[block * block_len..][..block_len], cg, c, &spectrum);
+                weights.forward.process_with_scratch(signal, spectrum, transform).expect("buffers sized by the plan");
+                Packed::store(&mut inputs[block * block_len..][..block_len], cg, c, spectrum);
             }
         }
-        // The transformed pairs of a run of filters, on one or two blocks at a time:
-        // `pairs[pair * blocks_at_once + block]`.
-        let blocks_at_once = if FILTERS_AT_ONCE * n * std::mem::size_of::<Complex<f64>>() <= PAIRS_MAX_BYTES { 2 } else { 1 };
-        let mut pairs = vec![vec![zero; n]; FILTERS_AT_ONCE / 2 * blocks_at_once.min(here)];
-        let silent = vec![0.0; block_len];
         let kernel_of = |filter: usize| -> &[f64] {
             if filter >= fg {
                 return &silent;
@@ -372,11 +391,11 @@ pub fn run<T: Element>(
             for first_block in (0..here).step_by(blocks_at_once) {
                 let blocks_now = blocks_at_once.min(here - first_block);
                 for (pair, o) in (first_filter..first_filter + width).step_by(2).enumerate() {
-                    let source = PairSource { inputs: &inputs, kernels: [kernel_of(o), kernel_of(o + 1)], channels: cg, n };
-                    let transforms = &mut pairs[pair * blocks_now..][..blocks_now];
-                    pair_spectra(&source, first_block, transforms, fused);
-                    for transform in transforms {
-                        weights.inverse.process_with_scratch(transform, &mut scratch);
+                    let source = PairSource { inputs, kernels: [kernel_of(o), kernel_of(o + 1)], channels: cg, n };
+                    let spectra = &mut pairs[pair * blocks_now..][..blocks_now];
+                    pair_spectra(&source, first_block, spectra, fused);
+                    for spectrum in spectra {
+                        weights.inverse.process_with_scratch(spectrum, transform);
                     }
                 }
                 for block in 0..blocks_now {

@@ -301,7 +301,7 @@ const CANCELLED: u8 = 1;
 const NO_SCRATCH: u8 = 2;
 
 /// What the work items of one call share: the caller's token and why they stopped, if they did.
-struct CallState {
+pub(crate) struct CallState {
     cancel: Option<CancelToken>,
     stopped: AtomicU8,
     scratch_len: AtomicUsize,
@@ -330,7 +330,7 @@ impl CallState {
 
     /// A worker's scratch buffer, or None (the call stopped) when it cannot be allocated:
     /// a failed infallible allocation would abort the process.
-    fn scratch<T: Element>(&self, len: usize) -> Option<Vec<T>> {
+    pub(crate) fn scratch<T: Element>(&self, len: usize) -> Option<Vec<T>> {
         let mut scratch = Vec::new();
         if scratch.try_reserve_exact(len).is_err() {
             self.scratch_len.store(len, Ordering::Relaxed);
@@ -411,10 +411,21 @@ where
     T: Element,
     F: Fn(usize, &mut [T]) + Send + Sync,
 {
+    for_each_item_with(items, parallel, |state| state.scratch::<T>(scratch_len), |item, scratch: &mut Vec<T>| work(item, scratch));
+}
+
+/// [`for_each_item`] with the scratch each worker reuses made by `init`, which returns None
+/// when it cannot allocate (see [`CallState::scratch`]).
+pub(crate) fn for_each_item_with<S, I, F>(items: usize, parallel: bool, init: I, work: F)
+where
+    S: Send,
+    I: Fn(&CallState) -> Option<S> + Send + Sync,
+    F: Fn(usize, &mut S) + Send + Sync,
+{
     let supervisor = CALL.with(|c| c.borrow().clone());
     let is_supervised = supervisor.is_some();
     let state = supervisor.unwrap_or_else(|| Arc::new(CallState::new(None)));
-    let run = |scratch: &mut Option<Vec<T>>, item: usize| {
+    let run = |scratch: &mut Option<S>, item: usize| {
         if state.stopping() {
             return;
         }
@@ -425,22 +436,21 @@ where
     #[cfg(feature = "rayon")]
     if parallel && items > 1 && pool_threads() > 1 {
         use rayon::prelude::*;
-        (0..items).into_par_iter().for_each_init(|| state.scratch::<T>(scratch_len), run);
+        (0..items).into_par_iter().for_each_init(|| init(&state), run);
     } else {
-        sequential(items, &state, scratch_len, run);
+        sequential(items, init(&state), run);
     }
     #[cfg(not(feature = "rayon"))]
     {
         let _ = parallel;
-        sequential(items, &state, scratch_len, run);
+        sequential(items, init(&state), run);
     }
     if !is_supervised && state.stopped.load(Ordering::Relaxed) == NO_SCRATCH {
-        panic!("cannot allocate a working tile of {scratch_len} elements");
+        panic!("cannot allocate a working tile of {} elements", state.scratch_len.load(Ordering::Relaxed));
     }
 }
 
-fn sequential<T: Element>(items: usize, state: &CallState, scratch_len: usize, run: impl Fn(&mut Option<Vec<T>>, usize)) {
-    let mut scratch = state.scratch::<T>(scratch_len);
+fn sequential<S>(items: usize, mut scratch: Option<S>, run: impl Fn(&mut Option<S>, usize)) {
     for item in 0..items {
         run(&mut scratch, item);
     }
