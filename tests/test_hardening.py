@@ -486,6 +486,11 @@ for dtype in ("float32", "float64"):
             with conv1d_rs.compute_options(algorithm=algorithm):
                 y = conv1d_rs.conv1d(x, kernel, padding="same", groups=groups)
             digest.update(y.tobytes())
+    # FFT blocks go two to a work item on one thread, one on two threads.
+    x = rng.standard_normal((1, 1900, 16)).astype(dtype)
+    kernel = rng.standard_normal((20, 16, 16)).astype(dtype)
+    with conv1d_rs.compute_options(algorithm="fft"):
+        digest.update(conv1d_rs.conv1d(x, kernel, padding="same").tobytes())
 print(_core.num_threads(), digest.hexdigest())
 """
 

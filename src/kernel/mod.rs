@@ -7,6 +7,8 @@ pub mod fft;
 pub mod gemm;
 pub mod microkernel;
 pub mod peak;
+#[cfg(feature = "rayon")]
+mod share;
 pub mod tile;
 pub mod transpose;
 
@@ -374,9 +376,9 @@ pub(crate) fn supervised(f: impl FnOnce()) -> crate::Result<()> {
 
 /// Tiles to split each sequence into so that every thread has work when `outer` (batch items
 /// times group chunks) is fewer than the threads: a single sequence uses both cores once its
-/// work outweighs waking the pool (measured on 2 cores: 64 x 64 channels over 64 steps, 16 us,
-/// was slower split; from 128 steps, 31 us, faster). Two tiles per thread, so that a worker
-/// that wakes late still takes a share (stream_b1: 24 us, against 25 us with one per thread).
+/// work outweighs handing tiles to the pool (measured on 2 cores, 64 x 64 channels with 3 taps:
+/// 48 steps, 13 us, 6% slower split; 80 steps, 21 us, 14% faster). Two tiles per thread, so
+/// that a worker that starts late still takes a share.
 pub(crate) fn min_tiles(geo: &crate::geometry::Geometry, parallel: bool, outer: usize) -> usize {
     if parallel && geo.macs() >= SPLIT_MIN_MACS {
         (TILES_PER_THREAD * pool_threads()).div_ceil(outer.max(1))
@@ -402,7 +404,8 @@ pub(crate) fn prefetch_lines<T>(start: *const T, bytes: usize) {
     let _ = (start, bytes);
 }
 
-/// Calls `work(item, scratch)` for every item in `0..items`, on the rayon pool when `parallel`.
+/// Calls `work(item, scratch)` for every item in `0..items`, shared with the rayon pool's
+/// workers when `parallel` (see [`share`]).
 /// Each worker reuses one scratch buffer of `scratch_len` elements. Inside [`supervised`],
 /// items are skipped once the call is cancelled or a scratch buffer cannot be allocated;
 /// outside it (direct kernel calls), a failed allocation panics.
@@ -435,8 +438,12 @@ where
     };
     #[cfg(feature = "rayon")]
     if parallel && items > 1 && pool_threads() > 1 {
-        use rayon::prelude::*;
-        (0..items).into_par_iter().for_each_init(|| init(&state), run);
+        // This thread takes the place of one of the pool's.
+        let helpers = (pool_threads() - 1).min(items - 1);
+        share::share(items, helpers, &|first, claims| {
+            let mut scratch = init(&state);
+            claims.run_from(first, |item| run(&mut scratch, item));
+        });
     } else {
         sequential(items, init(&state), run);
     }
@@ -521,5 +528,5 @@ mod fork {
 /// Multiply-adds below which thread start-up costs more than it saves.
 pub(crate) const PARALLEL_MIN_MACS: f64 = 400_000.0;
 /// Work from which one sequence is split into tiles for every thread.
-const SPLIT_MIN_MACS: f64 = 1_000_000.0;
+const SPLIT_MIN_MACS: f64 = 700_000.0;
 const TILES_PER_THREAD: usize = 2;
