@@ -6,6 +6,7 @@
 //! others. The caller never waits for a worker to start, only for one to finish what it began.
 
 use std::any::Any;
+use std::ops::Range;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -15,30 +16,43 @@ use std::thread::Thread;
 /// often done sooner than a sleeping thread would wake (4 times as many measured no faster).
 const SPINS_BEFORE_SLEEP: u32 = 1 << 8;
 
-/// Items handed out in order, one at a time, to whoever asks first.
+/// Items handed out in order to whoever asks first, in runs that shrink as the items run
+/// out (guided scheduling): many short items cost few claims, whose counter every
+/// participant writes, and the last runs are short enough to end together.
 pub(crate) struct Claims {
     next: AtomicUsize,
     items: usize,
+    participants: usize,
 }
 
 impl Claims {
-    fn claim(&self) -> Option<usize> {
-        let item = self.next.fetch_add(1, Ordering::SeqCst);
-        (item < self.items).then_some(item)
+    fn claim(&self) -> Option<Range<usize>> {
+        let mut next = self.next.load(Ordering::SeqCst);
+        loop {
+            if next >= self.items {
+                return None;
+            }
+            let len = ((self.items - next) / (2 * self.participants)).max(1);
+            match self.next.compare_exchange_weak(next, next + len, Ordering::SeqCst, Ordering::SeqCst) {
+                Ok(_) => return Some(next..next + len),
+                Err(actual) => next = actual,
+            }
+        }
     }
 
-    /// Runs `f` on `first`, then on every item left to claim.
-    pub(crate) fn run_from(&self, first: usize, mut f: impl FnMut(usize)) {
-        f(first);
-        while let Some(item) = self.claim() {
-            f(item);
+    /// Runs `f` on the items of `first`, then on every item left to claim.
+    pub(crate) fn run_from(&self, first: Range<usize>, mut f: impl FnMut(usize)) {
+        let mut run = Some(first);
+        while let Some(items) = run {
+            items.for_each(&mut f);
+            run = self.claim();
         }
     }
 }
 
-/// A participant: given the first item it claimed, it runs that one and every item it can
+/// A participant: given the first items it claimed, it runs those and every item it can
 /// still claim (see [`Claims::run_from`]).
-type Participant<'a> = dyn Fn(usize, &Claims) + Sync + 'a;
+type Participant<'a> = dyn Fn(Range<usize>, &Claims) + Sync + 'a;
 
 struct Job {
     claims: Claims,
@@ -57,7 +71,7 @@ unsafe impl Sync for Job {}
 
 impl Job {
     /// Runs the participant from `first`, keeping its panic for the caller.
-    fn run(&self, first: usize, participant: &Participant<'_>) {
+    fn run(&self, first: Range<usize>, participant: &Participant<'_>) {
         if let Err(panic) = catch_unwind(AssertUnwindSafe(|| participant(first, &self.claims))) {
             self.panic.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).get_or_insert(panic);
         }
@@ -91,7 +105,7 @@ pub(crate) fn share(items: usize, helpers: usize, participant: &Participant<'_>)
     // function waits for them (`Job::participate`).
     let erased = unsafe { std::mem::transmute::<*const Participant<'_>, *const Participant<'static>>(participant) };
     let job = Arc::new(Job {
-        claims: Claims { next: AtomicUsize::new(0), items },
+        claims: Claims { next: AtomicUsize::new(0), items, participants: helpers + 1 },
         active: AtomicUsize::new(0),
         caller: std::thread::current(),
         participant: erased,
