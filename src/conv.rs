@@ -49,7 +49,7 @@ pub fn conv1d_with<T: Element>(
     options: &ComputeOptions,
 ) -> Result<Array3<T>> {
     check_kernel_groups(kernel.dim(), params.groups)?;
-    PreparedKernel::new(kernel, params.groups, options)?.forward(x, bias, params)
+    PreparedKernel::for_one_call(kernel, params.groups, options)?.forward(x, bias, params)
 }
 
 /// [`conv1d`] writing into a caller's buffer of the output shape, for buffer reuse.
@@ -71,7 +71,7 @@ pub fn conv1d_into<T: Element>(
     out: ArrayViewMut3<T>,
 ) -> Result<()> {
     check_kernel_groups(kernel.dim(), params.groups)?;
-    PreparedKernel::new(kernel, params.groups, &ComputeOptions::default())?.forward_into(x, bias, params, out)
+    PreparedKernel::for_one_call(kernel, params.groups, &ComputeOptions::default())?.forward_into(x, bias, params, out)
 }
 
 fn check_kernel_groups((_, _, filters): (usize, usize, usize), groups: usize) -> Result<()> {
@@ -104,6 +104,8 @@ pub struct PreparedKernel<T: Element> {
     options: ComputeOptions,
     packed: Packed<T>,
     long_kernel: Option<Arc<LongKernel<T>>>,
+    /// Made for a single call (see [`PreparedKernel::for_one_call`]).
+    one_call: bool,
 }
 
 /// A long kernel kept for the FFT path, with its spectra for the last dilation used.
@@ -140,8 +142,29 @@ enum Packed<T: Element> {
 }
 
 impl<T: Element> PreparedKernel<T> {
-    /// Packs `kernel` (Keras layout) for `groups` groups, choosing the algorithm from its shape.
+    /// Packs `kernel` (Keras layout) for `groups` groups, choosing the algorithm from its shape,
+    /// to be kept for many calls.
     pub fn new(kernel: ArrayView3<T>, groups: usize, options: &ComputeOptions) -> Result<Self> {
+        Self::with_use(kernel, groups, options, false)
+    }
+
+    /// As [`PreparedKernel::new`], for a single call: the FFT path is then taken only where it
+    /// pays for transforming the kernel too. [`crate::conv1d`] uses it.
+    ///
+    /// ```
+    /// use conv1d_rs::{Conv1dParams, ComputeOptions, PreparedKernel};
+    /// use ndarray::Array3;
+    /// let kernel = Array3::<f32>::ones((31, 2, 2));
+    /// let once = PreparedKernel::for_one_call(kernel.view(), 1, &ComputeOptions::default()).unwrap();
+    /// let x = Array3::<f32>::ones((1, 40, 2));
+    /// let y = once.forward(x.view(), None, &Conv1dParams::new()).unwrap();
+    /// assert!(y.iter().all(|&v| v == 62.0));
+    /// ```
+    pub fn for_one_call(kernel: ArrayView3<T>, groups: usize, options: &ComputeOptions) -> Result<Self> {
+        Self::with_use(kernel, groups, options, true)
+    }
+
+    fn with_use(kernel: ArrayView3<T>, groups: usize, options: &ComputeOptions, one_call: bool) -> Result<Self> {
         let (kernel_size, in_per_group, filters) = kernel.dim();
         check_kernel_groups((kernel_size, in_per_group, filters), groups)?;
         kernel_size
@@ -204,7 +227,7 @@ impl<T: Element> PreparedKernel<T> {
                 Packed::Gemm(PackedWeights::new(kernel, groups, mk.nr), mk)
             }
         };
-        Ok(PreparedKernel { kernel_shape: [kernel_size, in_per_group, filters], groups, options: *options, packed, long_kernel })
+        Ok(PreparedKernel { kernel_shape: [kernel_size, in_per_group, filters], groups, options: *options, packed, long_kernel, one_call })
     }
 
     /// The algorithm this kernel was packed for.
@@ -323,7 +346,7 @@ impl<T: Element> PreparedKernel<T> {
             && geo.out_steps > 0
             && span <= geo.steps.max(1) * 4
             && spectra_bytes <= FFT_MAX_SPECTRA_BYTES
-            && (forced || fft::relative_cost::<T>(geo) < fft::MAX_RELATIVE_COST);
+            && (forced || fft::relative_cost::<T>(geo, self.one_call) < fft::MAX_RELATIVE_COST);
         if !eligible || !long.finite || !x.iter().all(|v| v.is_finite()) {
             return None;
         }

@@ -157,10 +157,11 @@ fn prepare_typed<T: Element + numpy::Element>(
     kernel: &Bound<'_, PyUntypedArray>,
     groups: usize,
     options: &ComputeOptions,
+    one_call: bool,
 ) -> PyResult<PreparedKernel<T>> {
     let kernel: PyReadonlyArray3<T> = viewable(kernel.cast::<PyArray3<T>>()?.clone())?.try_readonly()?;
     let view = kernel.as_array();
-    compute(py, || PreparedKernel::new(view, groups, options))
+    compute(py, || if one_call { PreparedKernel::for_one_call(view, groups, options) } else { PreparedKernel::new(view, groups, options) })
 }
 
 fn forward_typed<'py, T: Pooled>(
@@ -296,15 +297,23 @@ fn release_buffers() {
 #[pymethods]
 impl PyPreparedKernel {
     #[new]
-    #[pyo3(signature = (kernel, groups=1, algorithm="auto", simd="auto", parallel=true))]
-    fn new(py: Python<'_>, kernel: &Bound<'_, PyUntypedArray>, groups: usize, algorithm: &str, simd: &str, parallel: bool) -> PyResult<Self> {
+    #[pyo3(signature = (kernel, groups=1, algorithm="auto", simd="auto", parallel=true, one_call=false))]
+    fn new(
+        py: Python<'_>,
+        kernel: &Bound<'_, PyUntypedArray>,
+        groups: usize,
+        algorithm: &str,
+        simd: &str,
+        parallel: bool,
+        one_call: bool,
+    ) -> PyResult<Self> {
         let options = parse_options(algorithm, simd, parallel)?;
         let prepared = if kernel.ndim() != 3 {
             return Err(PyValueError::new_err(format!("kernel must be 3-D (kernel_size, in_channels // groups, filters); got shape {:?}", kernel.shape())));
         } else if kernel.cast::<PyArray3<f32>>().is_ok() {
-            Prepared::F32(prepare_typed::<f32>(py, kernel, groups, &options)?)
+            Prepared::F32(prepare_typed::<f32>(py, kernel, groups, &options, one_call)?)
         } else if kernel.cast::<PyArray3<f64>>().is_ok() {
-            Prepared::F64(prepare_typed::<f64>(py, kernel, groups, &options)?)
+            Prepared::F64(prepare_typed::<f64>(py, kernel, groups, &options, one_call)?)
         } else {
             return Err(PyTypeError::new_err(format!("kernel must be float32 or float64; got {}", kernel.dtype())));
         };

@@ -8,7 +8,11 @@ import numpy.typing as npt
 __version__: str
 
 class PreparedKernel:
-    """A Keras-layout kernel `(kernel_size, in_channels // groups, filters)` packed once for reuse."""
+    """A Keras-layout kernel `(kernel_size, in_channels // groups, filters)` packed once for reuse.
+
+    With `one_call`, it is packed for a single call: the FFT path is then taken only where it
+    pays for transforming the kernel too.
+    """
 
     def __init__(
         self,
@@ -17,6 +21,7 @@ class PreparedKernel:
         algorithm: str = "auto",
         simd: str = "auto",
         parallel: bool = True,
+        one_call: bool = False,
     ) -> None: ...
     @property
     def algorithm(self) -> str:

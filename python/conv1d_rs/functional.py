@@ -55,9 +55,10 @@ def current_options() -> ComputeOptions:
     return _OPTIONS.get()
 
 
-def prepare_kernel(kernel: np.ndarray, groups: int) -> "_core.PreparedKernel":
-    """Packs `kernel` for the core under the current compute options."""
-    return _core.PreparedKernel(kernel, groups, *current_options())
+def prepare_kernel(kernel: np.ndarray, groups: int, one_call: bool = False) -> "_core.PreparedKernel":
+    """Packs `kernel` for the core under the current compute options, to be kept for many
+    calls or, with `one_call`, for a single one."""
+    return _core.PreparedKernel(kernel, groups, *current_options(), one_call=one_call)
 
 
 def normalize_int(value: Any, name: str) -> int:
@@ -159,7 +160,7 @@ def conv1d(
         bias_arr = as_float_array(bias, dtype, "bias")
         if bias_arr.ndim != 1:
             raise ValueError(f"`bias` must be 1-D (filters,); got shape {bias_arr.shape}.")
-    prepared = prepare_kernel(kernel_arr, groups)
+    prepared = prepare_kernel(kernel_arr, groups, one_call=True)
     return prepared.forward(x_arr, bias_arr, strides, padding, data_format, dilation_rate, groups)
 
 

@@ -26,7 +26,7 @@ pub(super) fn input_gradient<T: Element>(
     // reversed[j, o, g*cg + c] = kernel[k-1-j, c, g*fg + o]: filters of group g become its inputs.
     let reversed =
         Array3::from_shape_fn((k, fg, geo.in_channels), |(j, o, ch)| kernel[[k - 1 - j, ch % cg, (ch / cg) * fg + o]]);
-    let prepared = PreparedKernel::new(reversed.view(), geo.groups, options)?;
+    let prepared = PreparedKernel::for_one_call(reversed.view(), geo.groups, options)?;
     let len = geo.batch * geo.steps * geo.in_channels;
     try_compute_in(recycled, len, |out| prepared.run_checked(&transposed, dy, None, out))
 }
@@ -48,7 +48,7 @@ pub(super) fn input_gradient_by_columns<T: Element>(
     let (k, cg, filters) = (geo.kernel_size, geo.in_channels, geo.filters);
     ensure_allocatable::<T>(kernel.len(), "transposed kernel")?;
     let columns = Array3::from_shape_fn((1, filters, k * cg), |(_, o, q)| kernel[[q / cg, q % cg, o]]);
-    let prepared = PreparedKernel::new(columns.view(), 1, &ComputeOptions { algorithm: Algorithm::Gemm, ..*options })?;
+    let prepared = PreparedKernel::for_one_call(columns.view(), 1, &ComputeOptions { algorithm: Algorithm::Gemm, ..*options })?;
     let dy = super::channels_last(dy, geo.data_format);
     // A new array, in standard layout from offset 0.
     let (z, _) = prepared.forward(dy, None, &Conv1dParams::new())?.into_raw_vec_and_offset();

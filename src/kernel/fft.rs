@@ -88,10 +88,14 @@ pub fn fft_len(span: usize) -> usize {
 }
 
 /// Cost of an f64 transform flop, in f32 micro-kernel flops.
-const TRANSFORM_FLOP_COST: f64 = 4.9;
+const TRANSFORM_FLOP_COST: f64 = 5.8;
+/// Cost of a flop of the kernel's own transforms, in f32 micro-kernel flops: they run on one
+/// thread, with their packing (measured 38 for longkernel's 1,024-step transforms, 79 for the
+/// 256-step ones of 128 x 128 channels).
+const KERNEL_TRANSFORM_FLOP_COST: f64 = 50.0;
 /// Cost of a flop of the per-bin sums over channels, in f32 micro-kernel flops, while the
 /// kernel spectra stay in the caches; up to twice this as they outgrow them.
-const SUMS_FLOP_COST: f64 = 6.4;
+const SUMS_FLOP_COST: f64 = 4.9;
 /// Kernel spectra from which their sums cost twice as much: read from memory for each run.
 const SPECTRA_OUT_OF_CACHE_BYTES: f64 = 48.0 * 1024.0 * 1024.0;
 
@@ -99,23 +103,28 @@ const SPECTRA_OUT_OF_CACHE_BYTES: f64 = 48.0 * 1024.0 * 1024.0;
 /// by up to 25% either way, and the direct sum is then kept.
 pub const MAX_RELATIVE_COST: f64 = 0.85;
 
-/// Estimated cost ratio (FFT / direct) of a call; below 1 the FFT path is faster. The FFT side
-/// includes transforming the kernel, so a one-off call on a short input stays direct. Fitted on
-/// Zen 4 over 15-255 taps, 1-512 channels and 4-512 filters; an f64 micro-kernel flop costs
-/// twice an f32 one.
-pub fn relative_cost<T>(geo: &Geometry) -> f64 {
+/// Estimated cost ratio (FFT / direct) of a call, whose FFT side includes transforming the
+/// kernel when `kernel_transforms` (a kernel used once); below 1 the FFT path is faster.
+/// Fitted on Zen 4 over 29 shapes of 15-255 taps, 1-512 channels and 4-512 filters, with the
+/// kernel's spectra kept (within 18% on average); an f64 micro-kernel flop costs twice an f32 one.
+pub fn relative_cost<T>(geo: &Geometry, kernel_transforms: bool) -> f64 {
     let span = geo.halo() + 1;
     let n = fft_len(span) as f64;
     let (cg, fg, groups) = (geo.in_per_group() as f64, geo.filters_per_group() as f64, geo.groups as f64);
     let useful = n - span as f64 + 1.0;
     let bins = n / 2.0 + 1.0;
-    let blocks = (geo.out_steps as f64 / useful).ceil() * geo.batch as f64 * groups;
+    // One block more for the uneven split of a few blocks over the threads.
+    let blocks = (geo.out_steps as f64 / useful).ceil() * geo.batch as f64 * groups + 1.0;
     let transform = 2.5 * n * n.log2();
     let spectra_bytes = groups * cg * fg * bins * 16.0;
     let sums_flop_cost = SUMS_FLOP_COST * (1.0 + (spectra_bytes / SPECTRA_OUT_OF_CACHE_BYTES).min(1.0));
     let per_block = TRANSFORM_FLOP_COST * (cg + fg) * transform + sums_flop_cost * 8.0 * cg * fg * bins;
-    let kernel = TRANSFORM_FLOP_COST * groups * cg * fg * transform;
-    let direct = 2.0 * geo.macs() * std::mem::size_of::<T>() as f64 / 4.0;
+    let kernel = if kernel_transforms { KERNEL_TRANSFORM_FLOP_COST * groups * cg * fg * transform } else { 0.0 };
+    // The direct sum computes whole registers of filters (8 float32, 4 float64), used or not;
+    // the depthwise kernel (one channel and one filter per group) vectorises across groups.
+    let lanes = (32 / std::mem::size_of::<T>()) as f64;
+    let filter_lanes = if cg == 1.0 && fg == 1.0 { 1.0 } else { (fg / lanes).ceil() * lanes / fg };
+    let direct = 2.0 * geo.macs() * filter_lanes * std::mem::size_of::<T>() as f64 / 4.0;
     (blocks * per_block + kernel) / direct
 }
 
@@ -474,26 +483,40 @@ mod tests {
     use crate::geometry::Geometry;
     use crate::params::{Conv1dParams, Padding};
 
-    /// The cost model's choice for `batch` sequences of `steps` steps, `channels` to `filters`.
-    fn takes_fft(batch: usize, steps: usize, channels: usize, filters: usize, kernel_size: usize) -> bool {
+    /// The cost model's choice for `batch` sequences of `steps` steps, `channels` to `filters`,
+    /// with a kernel kept for many calls, or used for `one_call`.
+    fn takes_fft(batch: usize, steps: usize, channels: usize, filters: usize, kernel_size: usize, one_call: bool) -> bool {
         let params = Conv1dParams::new().padding(Padding::Same);
         let geo = Geometry::new([batch, steps, channels], [kernel_size, channels, filters], None, &params).unwrap();
-        relative_cost::<f32>(&geo) < MAX_RELATIVE_COST
+        relative_cost::<f32>(&geo, one_call) < MAX_RELATIVE_COST
     }
 
     #[test]
     fn long_kernels_on_long_inputs_take_the_fft() {
-        assert!(takes_fft(4, 8192, 16, 16, 255));
-        assert!(takes_fft(4, 4096, 32, 32, 31));
-        assert!(takes_fft(4, 16000, 1, 80, 127));
+        for one_call in [false, true] {
+            assert!(takes_fft(4, 8192, 16, 16, 255, one_call));
+            assert!(takes_fft(4, 4096, 32, 32, 31, one_call));
+            assert!(takes_fft(4, 16000, 1, 80, 127, one_call));
+        }
+        // Measured 0.67 of the direct time with the spectra kept.
+        assert!(takes_fft(2, 4096, 128, 128, 31, false));
+        // Four filters fill half a register of the direct sum: measured 0.54-0.73.
+        assert!(takes_fft(4, 4096, 4, 4, 63, false));
     }
 
     #[test]
     fn short_kernels_and_short_one_off_calls_stay_direct() {
-        assert!(!takes_fft(4, 4096, 32, 32, 15));
-        assert!(!takes_fft(4, 16000, 1, 80, 63));
-        // Transforming the kernel costs more than this call's whole direct sum.
-        assert!(!takes_fft(1, 256, 64, 64, 19));
-        assert!(takes_fft(16, 4096, 64, 64, 31));
+        assert!(!takes_fft(4, 4096, 32, 32, 15, false));
+        assert!(!takes_fft(4, 16000, 1, 80, 63, false));
+        assert!(!takes_fft(4, 4096, 8, 8, 31, false));
+        // The depthwise kernel: the FFT measured 9 times slower on depthwise31.
+        let params = Conv1dParams::new().padding(Padding::Same).groups(256);
+        let geo = Geometry::new([8, 1024, 256], [31, 1, 256], None, &params).unwrap();
+        assert!(relative_cost::<f32>(&geo, false) >= MAX_RELATIVE_COST);
+        // Three blocks split unevenly over two threads: measured 1.05-1.27 of the direct time.
+        assert!(!takes_fft(1, 512, 32, 32, 31, false));
+        // Transforming the kernel costs more than these calls' direct sums.
+        assert!(!takes_fft(1, 256, 64, 64, 19, true));
+        assert!(!takes_fft(2, 4096, 128, 128, 31, true));
     }
 }
