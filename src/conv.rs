@@ -121,14 +121,16 @@ const FFT_MIN_TAPS: usize = 16;
 const FFT_MAX_SPECTRA_BYTES: usize = 256 << 20;
 
 impl<T: Element> LongKernel<T> {
-    fn spectra(&self, groups: usize, dilation_rate: usize) -> Arc<FftWeights<T>> {
+    /// The spectra for `dilation_rate`, transformed on first use; None when the call stopped
+    /// while transforming them.
+    fn spectra(&self, groups: usize, dilation_rate: usize, parallel: bool) -> Option<Arc<FftWeights<T>>> {
         let mut cached = self.spectra.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         match cached.as_ref() {
-            Some(weights) if weights.dilation_rate == dilation_rate => Arc::clone(weights),
+            Some(weights) if weights.dilation_rate == dilation_rate => Some(Arc::clone(weights)),
             _ => {
-                let weights = Arc::new(FftWeights::new(self.kernel.view(), groups, dilation_rate));
+                let weights = Arc::new(FftWeights::new(self.kernel.view(), groups, dilation_rate, parallel)?);
                 *cached = Some(Arc::clone(&weights));
-                weights
+                Some(weights)
             }
         }
     }
@@ -350,7 +352,7 @@ impl<T: Element> PreparedKernel<T> {
         if !eligible || !long.finite || !x.iter().all(|v| v.is_finite()) {
             return None;
         }
-        Some(long.spectra(self.groups, geo.dilation_rate))
+        long.spectra(self.groups, geo.dilation_rate, self.options.parallel)
     }
 }
 

@@ -17,6 +17,7 @@ use realfft::num_complex::Complex;
 use realfft::{RealFftPlanner, RealToComplex};
 use rustfft::{Fft, FftPlanner};
 use std::mem::MaybeUninit;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// Filters transformed together, whose outputs are written a channels_last row at a time.
@@ -129,36 +130,38 @@ pub fn relative_cost<T>(geo: &Geometry, kernel_transforms: bool) -> f64 {
 }
 
 impl<T: Element> FftWeights<T> {
-    /// Transforms a Keras-layout kernel `(kernel_size, in_per_group, filters)` dilated by `dilation_rate`.
-    pub fn new(kernel: ArrayView3<T>, groups: usize, dilation_rate: usize) -> Self {
+    /// Transforms a Keras-layout kernel `(kernel_size, in_per_group, filters)` dilated by
+    /// `dilation_rate`, filters shared over the threads when `parallel`; None when the call
+    /// stopped first (cancelled), which must not keep spectra with filters missing.
+    pub fn new(kernel: ArrayView3<T>, groups: usize, dilation_rate: usize, parallel: bool) -> Option<Self> {
         let (kernel_size, in_per_group, filters) = kernel.dim();
         let fg = filters / groups;
         let span = dilation_rate * (kernel_size - 1) + 1;
         let n = fft_len(span);
         let bins = n / 2 + 1;
-        let mut planner = RealFftPlanner::<f64>::new();
-        let forward = planner.plan_fft_forward(n);
+        let forward = RealFftPlanner::<f64>::new().plan_fft_forward(n);
         let inverse = FftPlanner::<f64>::new().plan_fft_inverse(n);
         let scale = 1.0 / n as f64;
         let per_filter = Packed::len(n, in_per_group);
-        let mut spectra = vec![0.0; groups * fg * per_filter];
-        let mut spectrum = vec![Complex::new(0.0, 0.0); bins];
-        let mut signal = vec![0.0; n];
-        let mut scratch = forward.make_scratch_vec();
-        for g in 0..groups {
-            for o in 0..fg {
-                for c in 0..in_per_group {
-                    signal.fill(0.0);
-                    for j in 0..kernel_size {
-                        signal[span - 1 - j * dilation_rate] = to_f64(kernel[[j, c, g * fg + o]]) * scale;
-                    }
-                    forward.process_with_scratch(&mut signal, &mut spectrum, &mut scratch).expect("buffers sized by the plan");
-                    let filter = &mut spectra[(g * fg + o) * per_filter..][..per_filter];
-                    Packed::store(filter, in_per_group, c, &spectrum);
+        let mut spectra = vec![0.0; filters * per_filter];
+        let out = SharedOut(spectra.as_mut_ptr());
+        let done = AtomicUsize::new(0);
+        let zero = Complex::new(0.0, 0.0);
+        let new_scratch = |_: &super::CallState| Some((vec![0.0; n], vec![zero; bins], forward.make_scratch_vec()));
+        for_each_item_with(filters, parallel, new_scratch, |filter, (signal, spectrum, scratch)| {
+            // SAFETY: each filter's spectra are written by its own work item only.
+            let packed = unsafe { std::slice::from_raw_parts_mut(out.get().add(filter * per_filter), per_filter) };
+            for c in 0..in_per_group {
+                signal.fill(0.0);
+                for j in 0..kernel_size {
+                    signal[span - 1 - j * dilation_rate] = to_f64(kernel[[j, c, filter]]) * scale;
                 }
+                forward.process_with_scratch(signal, spectrum, scratch).expect("buffers sized by the plan");
+                Packed::store(packed, in_per_group, c, spectrum);
             }
-        }
-        FftWeights {
+            done.fetch_add(1, Ordering::Relaxed);
+        });
+        (done.into_inner() == filters).then(|| FftWeights {
             dilation_rate,
             n,
             span,
@@ -169,7 +172,7 @@ impl<T: Element> FftWeights<T> {
             forward,
             inverse,
             element: std::marker::PhantomData,
-        }
+        })
     }
 }
 
@@ -479,7 +482,25 @@ unsafe fn write_row<T: Copy>(dst: *mut T, row: &[T], stream: bool) {
 
 #[cfg(test)]
 mod tests {
-    use super::{relative_cost, MAX_RELATIVE_COST};
+    use super::{relative_cost, FftWeights, MAX_RELATIVE_COST};
+    use crate::kernel::{supervised, with_cancel, CancelToken};
+    use crate::ConvError;
+
+    #[test]
+    fn a_call_stopped_while_transforming_the_kernel_keeps_no_spectra() {
+        let kernel = ndarray::Array3::<f32>::ones((40, 3, 4));
+        let token = CancelToken::new();
+        let mut transformed = None;
+        let result = with_cancel(&token, || {
+            supervised(|| {
+                token.cancel();
+                transformed = Some(FftWeights::new(kernel.view(), 1, 1, true).is_some());
+            })
+        });
+        assert_eq!(result, Err(ConvError::Cancelled));
+        assert_eq!(transformed, Some(false));
+        assert!(FftWeights::new(kernel.view(), 1, 1, true).is_some());
+    }
     use crate::geometry::Geometry;
     use crate::params::{Conv1dParams, Padding};
 
