@@ -90,9 +90,9 @@ pub fn fft_len(span: usize) -> usize {
 
 /// Cost of an f64 transform flop, in f32 micro-kernel flops.
 const TRANSFORM_FLOP_COST: f64 = 5.8;
-/// Cost of a flop of the kernel's own transforms, in f32 micro-kernel flops: they run on one
-/// thread, with their packing (measured 38 for longkernel's 1,024-step transforms, 79 for the
-/// 256-step ones of 128 x 128 channels).
+/// Cost of a flop of the kernel's own transforms, in f32 micro-kernel flops, with their packing
+/// and the one-off call's set-up (measured 47-48 on two threads, for longkernel's 1,024-step
+/// transforms and for the 256-step ones of 128 x 128 channels).
 const KERNEL_TRANSFORM_FLOP_COST: f64 = 50.0;
 /// Cost of a flop of the per-bin sums over channels, in f32 micro-kernel flops, while the
 /// kernel spectra stay in the caches; up to twice this as they outgrow them.
