@@ -26,7 +26,7 @@ const FILTERS_AT_ONCE: usize = 16;
 const MAX_RUN: usize = 2;
 /// Most bytes of input spectra a work item holds for its run of blocks.
 const RUN_INPUT_BYTES: usize = 1 << 20;
-/// Most bytes of transformed pairs a work item holds: two blocks at a time up to this.
+/// Most bytes of transformed pairs a work item holds: a run of one block beyond this.
 const PAIRS_MAX_BYTES: usize = 256 * 1024;
 /// Work items per thread that runs are kept short enough to leave, for balance.
 const ITEMS_PER_THREAD: usize = 3;
@@ -216,11 +216,11 @@ impl PairSource<'_> {
 }
 
 /// Fills `pairs[b]` with the full spectrum `Z = Y1 + i Y2` of `z = y1 + i y2` for the pair's
-/// two real outputs on block `first_block + b`, so one complex inverse transform yields both:
+/// two real outputs on block `b`, so one complex inverse transform yields both:
 /// `y1 = re z`, `y2 = im z`. A real signal's DC and Nyquist bins are real; rounding must not
 /// say otherwise.
-fn pair_spectra(source: &PairSource<'_>, first_block: usize, pairs: &mut [Vec<Complex<f64>>], fused: bool) {
-    assert!(source.holds(first_block + pairs.len()), "spectra of every channel and block");
+fn pair_spectra(source: &PairSource<'_>, pairs: &mut [Vec<Complex<f64>>], fused: bool) {
+    assert!(source.holds(pairs.len()), "spectra of every channel and block");
     assert!(pairs.iter().all(|pair| pair.len() == source.n), "pair spectra as long as the transform");
     let half = source.n / 2;
     // Bins the vector loop leaves: the first chunk (with DC) and the Nyquist bin.
@@ -230,8 +230,8 @@ fn pair_spectra(source: &PairSource<'_>, first_block: usize, pairs: &mut [Vec<Co
         // SAFETY: AVX2 and FMA were detected; the spectra's lengths are asserted above.
         unsafe {
             match pairs {
-                [one] => pair_spectra_avx::<1>(source, first_block, [one]),
-                [one, two] => pair_spectra_avx::<2>(source, first_block, [one, two]),
+                [one] => pair_spectra_avx::<1>(source, [one]),
+                [one, two] => pair_spectra_avx::<2>(source, [one, two]),
                 _ => unreachable!("one or two blocks at a time"),
             };
         }
@@ -240,12 +240,12 @@ fn pair_spectra(source: &PairSource<'_>, first_block: usize, pairs: &mut [Vec<Co
     let _ = fused;
     for (b, pair) in pairs.iter_mut().enumerate() {
         for k in [0, half] {
-            let [(first, _), (second, _)] = source.bin(first_block + b, k);
+            let [(first, _), (second, _)] = source.bin(b, k);
             pair[k] = Complex::new(first, second);
         }
         // Bin k holds Y1 + i Y2, bin n - k their conjugates: conj(Y1) + i conj(Y2).
         for k in scalar_bins.clone() {
-            let [(ar, ai), (br, bi)] = source.bin(first_block + b, k);
+            let [(ar, ai), (br, bi)] = source.bin(b, k);
             pair[k] = Complex::new(ar - bi, ai + br);
             pair[2 * half - k] = Complex::new(ar + bi, br - ai);
         }
@@ -259,10 +259,10 @@ fn pair_spectra(source: &PairSource<'_>, first_block: usize, pairs: &mut [Vec<Co
 /// AVX2 and FMA are available; the spectra are as [`pair_spectra`] asserts.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn pair_spectra_avx<const R: usize>(source: &PairSource<'_>, first_block: usize, mut pairs: [&mut Vec<Complex<f64>>; R]) {
+unsafe fn pair_spectra_avx<const R: usize>(source: &PairSource<'_>, mut pairs: [&mut Vec<Complex<f64>>; R]) {
     use std::arch::x86_64::*;
     let half = source.n / 2;
-    let inputs = source.inputs[first_block * source.block_len()..].as_ptr();
+    let inputs = source.inputs.as_ptr();
     for chunk in 1..half / LANES {
         let k = chunk * LANES;
         // SAFETY: the chunk lies inside every block's and kernel's spectra, and bins
@@ -339,8 +339,9 @@ pub fn run<T: Element>(
     let blocks = geo.out_steps.div_ceil(useful);
     let sequences = geo.batch * weights.groups;
     let parallel = parallel && geo.macs() >= super::PARALLEL_MIN_MACS;
-    let run_len = run_len(sequences * blocks, Packed::len(n, cg), parallel);
-    let runs = blocks.div_ceil(run_len.max(1));
+    let block_len = Packed::len(n, cg);
+    let run_len = run_len(sequences * blocks, block_len, n, parallel);
+    let runs = blocks.div_ceil(run_len);
     let items = sequences * runs;
     if items == 0 {
         return;
@@ -352,9 +353,6 @@ pub fn run<T: Element>(
     // As in the GEMM path: outputs far larger than the caches are written around them.
     let stream = fused && channels_last && std::mem::size_of_val(out) >= super::gemm::STREAM_MIN_BYTES;
 
-    let block_len = Packed::len(n, cg);
-    // The transformed pairs of a run of filters are kept for one or two blocks at a time.
-    let blocks_at_once = if FILTERS_AT_ONCE * n * std::mem::size_of::<Complex<f64>>() <= PAIRS_MAX_BYTES { 2 } else { 1 };
     let transform_scratch = weights.forward.get_scratch_len().max(weights.inverse.get_inplace_scratch_len());
     // The kernel of a missing second filter in a pair.
     let silent = vec![0.0; if fg % 2 == 1 { block_len } else { 0 }];
@@ -364,7 +362,7 @@ pub fn run<T: Element>(
             spectrum: vec![zero; bins],
             transform: vec![zero; transform_scratch],
             inputs: vec![0.0; run_len.min(blocks) * block_len],
-            pairs: vec![vec![zero; n]; FILTERS_AT_ONCE / 2 * blocks_at_once],
+            pairs: vec![vec![zero; n]; FILTERS_AT_ONCE / 2 * run_len],
         })
     };
 
@@ -400,45 +398,42 @@ pub fn run<T: Element>(
             let width = FILTERS_AT_ONCE.min(fg - first_filter);
             let filter0 = g * fg + first_filter;
             let bias = std::array::from_fn::<f64, FILTERS_AT_ONCE, _>(|k| bias.filter(|_| k < width).map_or(0.0, |b| to_f64(b[filter0 + k])));
-            for first_block in (0..here).step_by(blocks_at_once) {
-                let blocks_now = blocks_at_once.min(here - first_block);
-                for (pair, o) in (first_filter..first_filter + width).step_by(2).enumerate() {
-                    let source = PairSource { inputs, kernels: [kernel_of(o), kernel_of(o + 1)], channels: cg, n };
-                    let spectra = &mut pairs[pair * blocks_now..][..blocks_now];
-                    pair_spectra(&source, first_block, spectra, fused);
-                    for spectrum in spectra {
-                        weights.inverse.process_with_scratch(spectrum, transform);
-                    }
+            for (pair, o) in (first_filter..first_filter + width).step_by(2).enumerate() {
+                let source = PairSource { inputs, kernels: [kernel_of(o), kernel_of(o + 1)], channels: cg, n };
+                let spectra = &mut pairs[pair * here..][..here];
+                pair_spectra(&source, spectra, fused);
+                for spectrum in spectra {
+                    weights.inverse.process_with_scratch(spectrum, transform);
                 }
-                for block in 0..blocks_now {
-                    let (t0, count) = (t_first + (first_block + block) * useful, count_of(first_block + block));
-                    let values = |k: usize| &pairs[k / 2 * blocks_now + block][span - 1..][..count];
-                    if !channels_last {
-                        for k in 0..width {
-                            let row = (b * geo.filters + filter0 + k) * geo.out_steps + t0;
-                            for (i, v) in values(k).iter().enumerate() {
-                                let value = to_output(if k % 2 == 0 { v.re } else { v.im }, bias[k]);
-                                // SAFETY: steps t0..t0+count of this batch item and group belong to this item alone.
-                                unsafe { *out_ptr.get().add(row + i) = value };
-                            }
+            }
+            for block in 0..here {
+                let (t0, count) = (t_first + block * useful, count_of(block));
+                let values = |k: usize| &pairs[k / 2 * here + block][span - 1..][..count];
+                if !channels_last {
+                    for k in 0..width {
+                        let row = (b * geo.filters + filter0 + k) * geo.out_steps + t0;
+                        for (i, v) in values(k).iter().enumerate() {
+                            let value = to_output(if k % 2 == 0 { v.re } else { v.im }, bias[k]);
+                            // SAFETY: steps t0..t0+count of this batch item and group belong to this item alone.
+                            unsafe { *out_ptr.get().add(row + i) = value };
                         }
-                        continue;
                     }
-                    // channels_last rows take the run's filters a line at a time: one filter's
-                    // steps alone land a whole row of filters apart.
-                    let columns: [&[Complex<f64>]; FILTERS_AT_ONCE / 2] = std::array::from_fn(|pair| values((2 * pair).min(width - 1)));
-                    let mut row = [T::zero(); FILTERS_AT_ONCE];
-                    for i in 0..count {
-                        for (pair, column) in columns.iter().enumerate() {
-                            let v = column[i];
-                            row[2 * pair] = to_output(v.re, bias[2 * pair]);
-                            row[2 * pair + 1] = to_output(v.im, bias[2 * pair + 1]);
-                        }
-                        let index = (b * geo.out_steps + t0 + i) * geo.filters + filter0;
-                        // SAFETY: filters filter0..filter0+width of steps t0..t0+count of this
-                        // batch item belong to this item alone.
-                        unsafe { write_row(out_ptr.get().add(index), &row[..width], stream) };
+                    continue;
+                }
+                // channels_last rows take the run's filters a line at a time: one filter's
+                // steps alone land a whole row of filters apart.
+                let columns: [&[Complex<f64>]; FILTERS_AT_ONCE / 2] = std::array::from_fn(|pair| values((2 * pair).min(width - 1)));
+                let mut row = [T::zero(); FILTERS_AT_ONCE];
+                for i in 0..count {
+                    for (pair, column) in columns.iter().enumerate() {
+                        let v = column[i];
+                        row[2 * pair] = to_output(v.re, bias[2 * pair]);
+                        row[2 * pair + 1] = to_output(v.im, bias[2 * pair + 1]);
                     }
+                    let index = (b * geo.out_steps + t0 + i) * geo.filters + filter0;
+                    // SAFETY: filters filter0..filter0+width of steps t0..t0+count of this
+                    // batch item belong to this item alone.
+                    unsafe { write_row(out_ptr.get().add(index), &row[..width], stream) };
                 }
             }
         }
@@ -450,10 +445,12 @@ pub fn run<T: Element>(
 }
 
 /// Blocks per work item: up to [`MAX_RUN`] consecutive blocks of one sequence share each read
-/// of the kernel spectra, within [`RUN_INPUT_BYTES`] of input spectra, while leaving a few
-/// items per thread. Each block's sums are the same whatever its run.
-fn run_len(blocks: usize, block_len: usize, parallel: bool) -> usize {
-    let by_memory = RUN_INPUT_BYTES / (block_len * std::mem::size_of::<f64>()).max(1);
+/// of the kernel spectra, within [`RUN_INPUT_BYTES`] of input spectra and [`PAIRS_MAX_BYTES`]
+/// of transformed pairs, while leaving a few items per thread. Each block's sums are the same
+/// whatever its run.
+fn run_len(blocks: usize, block_len: usize, n: usize, parallel: bool) -> usize {
+    let pairs_bytes = FILTERS_AT_ONCE / 2 * n * std::mem::size_of::<Complex<f64>>();
+    let by_memory = (RUN_INPUT_BYTES / (block_len * std::mem::size_of::<f64>()).max(1)).min(PAIRS_MAX_BYTES / pairs_bytes);
     let threads = if parallel { super::pool_threads() } else { 1 };
     let by_threads = blocks / (ITEMS_PER_THREAD * threads);
     MAX_RUN.min(by_memory).min(by_threads).max(1)
