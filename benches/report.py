@@ -281,11 +281,7 @@ def write_markdown(run: dict, path: Path) -> None:
     lines.append("")
     per_fw = []
     for fw in comps:
-        ratios = [
-            r["median_ms"][fw] / r["median_ms"]["conv1d_rs"]
-            for r in cases
-            if fw in r["median_ms"] and "conv1d_rs" in r["median_ms"]
-        ]
+        ratios = speedups_over(cases, (fw,))
         if ratios:
             per_fw.append(f"{fw} {geomean(ratios):.2f}x")
     if per_fw:
