@@ -304,6 +304,8 @@ fn fft_path_matches_reference_within_rounding() {
         (2, 1200, 1, 2, 5, 30, 2, Padding::Causal, DataFormat::ChannelsFirst),
         // Transforms of 2048 steps: one block at a time.
         (1, 5000, 1, 2, 3, 300, 1, Padding::Valid, DataFormat::ChannelsLast),
+        // Outputs past 8 MiB in both types, written around the caches.
+        (1, 70_000, 1, 1, 32, 40, 1, Padding::Valid, DataFormat::ChannelsLast),
     ];
     for (batch, steps, groups, cg, fg, k, d, padding, format) in cases {
         let c = Case {

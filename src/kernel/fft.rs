@@ -9,6 +9,7 @@
 //! for a segment `s[i] = x_pad[t0 + i]`, the circular convolution `z = s (*) h` gives
 //! `z[span - 1 + i] = y[t0 + i]` for `i < n - span + 1`, where no wrap-around reaches.
 
+use super::fft_rows::{to_output, FILTERS, PAIRS};
 use super::{for_each_item_with, Element, SharedOut};
 use crate::geometry::Geometry;
 use crate::params::DataFormat;
@@ -20,8 +21,6 @@ use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-/// Filters transformed together, whose outputs are written a channels_last row at a time.
-const FILTERS_AT_ONCE: usize = 16;
 /// Most blocks one work item transforms together (see [`run_len`]).
 const MAX_RUN: usize = 2;
 /// Most bytes of input spectra a work item holds for its run of blocks.
@@ -57,10 +56,11 @@ impl Packed {
 
     /// Stores the half spectrum of `channel`.
     fn store(packed: &mut [f64], channels: usize, channel: usize, spectrum: &[Complex<f64>]) {
-        for (k, v) in spectrum.iter().enumerate() {
-            let at = Self::at(channels, channel, k);
-            packed[at] = v.re;
-            packed[at + LANES] = v.im;
+        for (chunk, bins) in spectrum.chunks(LANES).enumerate() {
+            let (re, im) = packed[(chunk * channels + channel) * 2 * LANES..][..2 * LANES].split_at_mut(LANES);
+            for ((re, im), v) in re.iter_mut().zip(im).zip(bins) {
+                (*re, *im) = (v.re, v.im);
+            }
         }
     }
 }
@@ -303,11 +303,6 @@ fn to_f64<T: Element>(v: T) -> f64 {
     v.to_f64().unwrap_or(f64::NAN)
 }
 
-/// One rounding to `T`, bias included.
-fn to_output<T: Element>(v: f64, bias: f64) -> T {
-    T::from(v + bias).unwrap_or_else(T::nan)
-}
-
 /// Buffers each worker reuses from one work item to the next.
 struct Scratch {
     signal: Vec<f64>,
@@ -350,6 +345,7 @@ pub fn run<T: Element>(
     let zero = Complex::new(0.0, 0.0);
     let fused = super::use_avx2(simd);
     let channels_last = geo.data_format == DataFormat::ChannelsLast;
+    let write_rows = T::fft_rows(simd);
     // As in the GEMM path: outputs far larger than the caches are written around them.
     let stream = fused && channels_last && std::mem::size_of_val(out) >= super::gemm::STREAM_MIN_BYTES;
 
@@ -362,7 +358,7 @@ pub fn run<T: Element>(
             spectrum: vec![zero; bins],
             transform: vec![zero; transform_scratch],
             inputs: vec![0.0; run_len.min(blocks) * block_len],
-            pairs: vec![vec![zero; n]; FILTERS_AT_ONCE / 2 * run_len],
+            pairs: vec![vec![zero; n]; PAIRS * run_len],
         })
     };
 
@@ -378,12 +374,16 @@ pub fn run<T: Element>(
         let count_of = |block: usize| useful.min(geo.out_steps - t_first - block * useful);
         for block in 0..here {
             let first = geo.first_input_step(t_first + block * useful);
+            // The signal's steps that lie inside the input; the rest is padding.
+            let inside = first.max(0).min(geo.steps as isize) as usize..(first + n as isize).clamp(0, geo.steps as isize) as usize;
+            let offset = (inside.start as isize - first).clamp(0, n as isize) as usize;
             for c in 0..cg {
-                let lane = x.slice(ndarray::s![b, .., g * cg + c]);
-                for (i, v) in signal.iter_mut().enumerate() {
-                    let step = first + i as isize;
-                    *v = if step >= 0 && (step as usize) < geo.steps { to_f64(lane[step as usize]) } else { 0.0 };
+                let lane = x.slice(ndarray::s![b, inside.clone(), g * cg + c]);
+                signal[..offset].fill(0.0);
+                for (v, &value) in signal[offset..].iter_mut().zip(lane.iter()) {
+                    *v = to_f64(value);
                 }
+                signal[offset + lane.len()..].fill(0.0);
                 weights.forward.process_with_scratch(signal, spectrum, transform).expect("buffers sized by the plan");
                 Packed::store(&mut inputs[block * block_len..][..block_len], cg, c, spectrum);
             }
@@ -394,10 +394,10 @@ pub fn run<T: Element>(
             }
             &weights.spectra[(g * fg + filter) * block_len..][..block_len]
         };
-        for first_filter in (0..fg).step_by(FILTERS_AT_ONCE) {
-            let width = FILTERS_AT_ONCE.min(fg - first_filter);
+        for first_filter in (0..fg).step_by(FILTERS) {
+            let width = FILTERS.min(fg - first_filter);
             let filter0 = g * fg + first_filter;
-            let bias = std::array::from_fn::<f64, FILTERS_AT_ONCE, _>(|k| bias.filter(|_| k < width).map_or(0.0, |b| to_f64(b[filter0 + k])));
+            let bias = std::array::from_fn::<f64, FILTERS, _>(|k| bias.filter(|_| k < width).map_or(0.0, |b| to_f64(b[filter0 + k])));
             for (pair, o) in (first_filter..first_filter + width).step_by(2).enumerate() {
                 let source = PairSource { inputs, kernels: [kernel_of(o), kernel_of(o + 1)], channels: cg, n };
                 let spectra = &mut pairs[pair * here..][..here];
@@ -422,19 +422,11 @@ pub fn run<T: Element>(
                 }
                 // channels_last rows take the run's filters a line at a time: one filter's
                 // steps alone land a whole row of filters apart.
-                let columns: [&[Complex<f64>]; FILTERS_AT_ONCE / 2] = std::array::from_fn(|pair| values((2 * pair).min(width - 1)));
-                let mut row = [T::zero(); FILTERS_AT_ONCE];
-                for i in 0..count {
-                    for (pair, column) in columns.iter().enumerate() {
-                        let v = column[i];
-                        row[2 * pair] = to_output(v.re, bias[2 * pair]);
-                        row[2 * pair + 1] = to_output(v.im, bias[2 * pair + 1]);
-                    }
-                    let index = (b * geo.out_steps + t0 + i) * geo.filters + filter0;
-                    // SAFETY: filters filter0..filter0+width of steps t0..t0+count of this
-                    // batch item belong to this item alone.
-                    unsafe { write_row(out_ptr.get().add(index), &row[..width], stream) };
-                }
+                let columns: [&[Complex<f64>]; PAIRS] = std::array::from_fn(|pair| values((2 * pair).min(width - 1)));
+                let first_row = (b * geo.out_steps + t0) * geo.filters + filter0;
+                // SAFETY: filters filter0..filter0+width of steps t0..t0+count of this batch
+                // item belong to this item alone; `stream` only with AVX2 (see above).
+                unsafe { write_rows(&columns, &bias, width, out_ptr.get().add(first_row), geo.filters, stream) };
             }
         }
         #[cfg(target_arch = "x86_64")]
@@ -449,32 +441,11 @@ pub fn run<T: Element>(
 /// of transformed pairs, while leaving a few items per thread. Each block's sums are the same
 /// whatever its run.
 fn run_len(blocks: usize, block_len: usize, n: usize, parallel: bool) -> usize {
-    let pairs_bytes = FILTERS_AT_ONCE / 2 * n * std::mem::size_of::<Complex<f64>>();
+    let pairs_bytes = PAIRS * n * std::mem::size_of::<Complex<f64>>();
     let by_memory = (RUN_INPUT_BYTES / (block_len * std::mem::size_of::<f64>()).max(1)).min(PAIRS_MAX_BYTES / pairs_bytes);
     let threads = if parallel { super::pool_threads() } else { 1 };
     let by_threads = blocks / (ITEMS_PER_THREAD * threads);
     MAX_RUN.min(by_memory).min(by_threads).max(1)
-}
-
-/// Copies `row` to `dst`, around the caches when `stream` and `dst` allows 16-byte stores.
-///
-/// # Safety
-/// `dst` addresses `row.len()` writable elements; `stream` only when AVX2 was detected.
-unsafe fn write_row<T: Copy>(dst: *mut T, row: &[T], stream: bool) {
-    let bytes = std::mem::size_of_val(row);
-    #[cfg(target_arch = "x86_64")]
-    if stream && (dst as usize).is_multiple_of(16) && bytes.is_multiple_of(16) {
-        use std::arch::x86_64::{__m128i, _mm_loadu_si128, _mm_stream_si128};
-        let (src, dst) = (row.as_ptr().cast::<__m128i>(), dst.cast::<__m128i>());
-        for i in 0..bytes / 16 {
-            // SAFETY: both ranges hold `bytes` bytes; `dst` is 16-byte aligned.
-            unsafe { _mm_stream_si128(dst.add(i), _mm_loadu_si128(src.add(i))) };
-        }
-        return;
-    }
-    let _ = (stream, bytes);
-    // SAFETY: the caller's contract; `row` is a separate buffer.
-    unsafe { std::ptr::copy_nonoverlapping(row.as_ptr(), dst, row.len()) };
 }
 
 #[cfg(test)]

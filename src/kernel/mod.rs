@@ -4,6 +4,7 @@
 pub mod depthwise;
 pub mod depthwise_steps;
 pub mod fft;
+pub mod fft_rows;
 pub mod gemm;
 pub mod microkernel;
 pub mod peak;
@@ -126,9 +127,20 @@ pub trait Element: Float + Default + Send + Sync + Debug + 'static {
     fn depthwise_block(simd: Simd) -> depthwise::DepthwiseBlock<Self>;
     /// The register transpose between `[step][channel]` and `[channel][step]` blocks.
     fn transpose(simd: Simd) -> transpose::TransposeFn<Self>;
+    /// The writer of the FFT path's channels_last rows.
+    fn fft_rows(simd: Simd) -> fft_rows::RowsFn<Self>;
 }
 
 impl Element for f32 {
+    fn fft_rows(simd: Simd) -> fft_rows::RowsFn<f32> {
+        #[cfg(target_arch = "x86_64")]
+        if use_avx2(simd) {
+            return fft_rows::avx2::f32_rows;
+        }
+        let _ = simd;
+        fft_rows::rows_generic::<f32>
+    }
+
     fn transpose(simd: Simd) -> transpose::TransposeFn<f32> {
         #[cfg(target_arch = "x86_64")]
         if use_avx2(simd) {
@@ -180,6 +192,15 @@ impl Element for f32 {
 }
 
 impl Element for f64 {
+    fn fft_rows(simd: Simd) -> fft_rows::RowsFn<f64> {
+        #[cfg(target_arch = "x86_64")]
+        if use_avx2(simd) {
+            return fft_rows::avx2::f64_rows;
+        }
+        let _ = simd;
+        fft_rows::rows_generic::<f64>
+    }
+
     fn transpose(simd: Simd) -> transpose::TransposeFn<f64> {
         #[cfg(target_arch = "x86_64")]
         if use_avx2(simd) {
