@@ -7,7 +7,7 @@ use numpy::{IntoPyArray, PyArray, PyArray3, PyArrayMethods, PyReadonlyArray1, Py
 use pyo3::exceptions::{PyMemoryError, PyOverflowError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use crate::buffer_pool::BufferPool;
-use ndarray::{ArrayView3, ArrayViewMut3};
+use ndarray::ArrayView3;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Condvar, Mutex, PoisonError};
 use std::time::Duration;
@@ -198,18 +198,19 @@ fn forward_typed<'py, T: Pooled>(
     let padded = len.checked_add(CACHE_LINE / std::mem::size_of::<T>()).ok_or_else(|| PyMemoryError::new_err("output too large"))?;
     // A forked child skips the pool: its lock may have been held by a thread of the parent.
     let recycled = if crate::kernel::forked_child() { None } else { T::pool().take(padded) };
-    let mut data = match recycled {
-        Some(recycled) => recycled,
-        None => {
-            let mut fresh = Vec::new();
-            fresh.try_reserve_exact(padded).map_err(|_| PyMemoryError::new_err(format!("cannot allocate an output of {len} elements")))?;
-            fresh.resize(padded, T::zero());
-            fresh
-        }
-    };
-    let start = (data.as_ptr() as usize).wrapping_neg() % CACHE_LINE / std::mem::size_of::<T>();
-    let out = ArrayViewMut3::from_shape(shape, &mut data[start..start + len]).map_err(|e| PyValueError::new_err(e.to_string()))?;
-    compute_interruptible(py, watch, || prepared.forward_into(xv, bv, params, out))?;
+    let mut start = 0;
+    // Only the margins around the array are zeroed: the kernels write every element of it.
+    let data = compute_interruptible(py, watch, || {
+        crate::conv::try_compute_in(recycled, padded, |buffer| {
+            start = (buffer.as_ptr() as usize).wrapping_neg() % CACHE_LINE / std::mem::size_of::<T>();
+            let (margin, rest) = buffer.split_at_mut(start);
+            let (out, end) = rest.split_at_mut(len);
+            for value in margin.iter_mut().chain(end) {
+                value.write(T::zero());
+            }
+            prepared.run_checked(&geometry, xv, bv, out)
+        })
+    })?;
     Ok(pooled_array(py, data, start, shape)?.into_any().cast_into::<PyUntypedArray>()?)
 }
 
