@@ -1,7 +1,7 @@
 //! Every kernel path against the reference loops, over random shapes and options.
 
-use conv1d_rs::{conv1d_reference, conv1d_with, Algorithm, ComputeOptions, Conv1dParams, DataFormat, Padding, Simd};
-use ndarray::{Array1, Array3};
+use conv1d_rs::{conv1d_reference, conv1d_with, Algorithm, ComputeOptions, Conv1dParams, DataFormat, Padding, PreparedKernel, Simd};
+use ndarray::{Array1, Array3, ArrayViewMut3};
 use proptest::prelude::*;
 
 mod common;
@@ -235,6 +235,43 @@ fn outputs_larger_than_the_caches_match_reference() {
             check::<f64>(&c, |v| v).unwrap();
         }
     }
+}
+
+/// Output rows on a cache line take one non-temporal store per register; rows 16 bytes off
+/// it, one per 16 bytes. Both must write the same values.
+fn check_streamed_into<T: conv1d_rs::Element>(cast: fn(f64) -> T) {
+    let c = Case {
+        batch: 2,
+        steps: 40_001,
+        groups: 1,
+        in_per_group: 1,
+        filters_per_group: 32,
+        kernel_size: 3,
+        params: Conv1dParams::new().padding(Padding::Same),
+        use_bias: true,
+        seed: 5,
+    };
+    let (x, kernel, bias) = arrays(&c);
+    let (x, kernel, bias) = (x.mapv(cast), kernel.mapv(cast), bias.mapv(cast));
+    let expected = conv1d_reference(x.view(), kernel.view(), Some(bias.view()), &c.params).unwrap();
+    let elem = std::mem::size_of::<T>();
+    let mut buffer = vec![T::zero(); expected.len() + 128 / elem];
+    for shift in [0, 16] {
+        let start = ((buffer.as_ptr() as usize).wrapping_neg() % 64 + shift) / elem;
+        for simd in [Simd::Auto, Simd::Avx2] {
+            let options = ComputeOptions { simd, ..ComputeOptions::default() };
+            let prepared = PreparedKernel::new(kernel.view(), 1, &options).unwrap();
+            let out = ArrayViewMut3::from_shape(expected.dim(), &mut buffer[start..start + expected.len()]).unwrap();
+            prepared.forward_into(x.view(), Some(bias.view()), &c.params, out).unwrap();
+            assert!(buffer[start..start + expected.len()] == *expected.as_slice().unwrap(), "{simd:?}, {shift} bytes off a line");
+        }
+    }
+}
+
+#[test]
+fn outputs_streamed_into_aligned_and_unaligned_rows_match_reference() {
+    check_streamed_into::<f32>(|v| v as f32);
+    check_streamed_into::<f64>(|v| v);
 }
 
 #[test]

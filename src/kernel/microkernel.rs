@@ -143,7 +143,7 @@ pub mod x86 {
 
     macro_rules! kernel_6x2 {
         ($features:literal, $name:ident, $tile:ident, $t:ty, $half:expr, $zero:ident, $load:ident, $broadcast:ident, $fma:ident, $add:ident,
-         $store:ident, $stream:ident, $cast_low:ident, $high:ident, $quarter:expr) => {
+         $store:ident, $stream:ident, $cast_low:ident, $high:ident, $quarter:expr, $stream_whole:ident) => {
             /// A 6-step x two-register tile. With `STREAM`, results go to memory with
             /// non-temporal stores (the caller guarantees 16-byte aligned rows), for outputs
             /// too large to stay in cache, whose write-allocate reads would double the traffic.
@@ -224,10 +224,18 @@ pub mod x86 {
                 unsafe {
                     let bias0 = $load(bias);
                     let bias1 = $load(bias.add($half));
+                    // Rows aligned to a whole register take one non-temporal store per register
+                    // instead of one per 16 bytes: far fewer store operations where short sums
+                    // leave the stores as much work as the multiply-adds.
+                    let register = $half * std::mem::size_of::<$t>();
+                    let whole = (c as usize).is_multiple_of(register) && (ldc * std::mem::size_of::<$t>()).is_multiple_of(register);
                     for (i, row) in acc.iter().enumerate() {
                         let out = c.add(i * ldc);
                         let (v0, v1) = ($add(row[0], bias0), $add(row[1], bias1));
-                        if STREAM {
+                        if STREAM && whole {
+                            $stream_whole(out, v0);
+                            $stream_whole(out.add($half), v1);
+                        } else if STREAM {
                             $stream(out, $cast_low(v0));
                             $stream(out.add($quarter), $high(v0, 1));
                             $stream(out.add($half), $cast_low(v1));
@@ -308,9 +316,9 @@ pub mod x86 {
         _mm256_add_pd, _mm256_storeu_pd);
 
     kernel_6x2!("avx2,fma", f32_6x16, f32_6x16_tile, f32, 8, _mm256_setzero_ps, _mm256_loadu_ps, _mm256_broadcast_ss, _mm256_fmadd_ps,
-        _mm256_add_ps, _mm256_storeu_ps, _mm_stream_ps, _mm256_castps256_ps128, _mm256_extractf128_ps, 4);
+        _mm256_add_ps, _mm256_storeu_ps, _mm_stream_ps, _mm256_castps256_ps128, _mm256_extractf128_ps, 4, _mm256_stream_ps);
     kernel_6x2!("avx2,fma", f64_6x8, f64_6x8_tile, f64, 4, _mm256_setzero_pd, _mm256_loadu_pd, _mm256_broadcast_sd, _mm256_fmadd_pd,
-        _mm256_add_pd, _mm256_storeu_pd, _mm_stream_pd, _mm256_castpd256_pd128, _mm256_extractf128_pd, 2);
+        _mm256_add_pd, _mm256_storeu_pd, _mm_stream_pd, _mm256_castpd256_pd128, _mm256_extractf128_pd, 2, _mm256_stream_pd);
 
     /// One value in every lane of a zmm register.
     #[target_feature(enable = "avx512f")]
@@ -348,9 +356,9 @@ pub mod x86 {
     // The two-register tiles again in zmm registers, 6 x 32 (float32) and 6 x 16 (float64):
     // the same sums in the same order, with half the broadcasts per multiply-add.
     kernel_6x2!("avx2,fma,avx512f,avx512dq", f32_6x32, f32_6x32_tile, f32, 16, _mm512_setzero_ps, _mm512_loadu_ps, broadcast_zmm,
-        _mm512_fmadd_ps, _mm512_add_ps, _mm512_storeu_ps, stream_half_zmm, _mm512_castps512_ps256, _mm512_extractf32x8_ps, 8);
+        _mm512_fmadd_ps, _mm512_add_ps, _mm512_storeu_ps, stream_half_zmm, _mm512_castps512_ps256, _mm512_extractf32x8_ps, 8, _mm512_stream_ps);
     kernel_6x2!("avx2,fma,avx512f", f64_6x16, f64_6x16_tile, f64, 8, _mm512_setzero_pd, _mm512_loadu_pd, broadcast_zmm_pd,
-        _mm512_fmadd_pd, _mm512_add_pd, _mm512_storeu_pd, stream_half_zmm_pd, _mm512_castpd512_pd256, _mm512_extractf64x4_pd, 4);
+        _mm512_fmadd_pd, _mm512_add_pd, _mm512_storeu_pd, stream_half_zmm_pd, _mm512_castpd512_pd256, _mm512_extractf64x4_pd, 4, _mm512_stream_pd);
 
     /// Orders earlier non-temporal stores before what follows (other threads read the output).
     pub fn store_fence() {
