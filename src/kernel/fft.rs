@@ -232,8 +232,6 @@ fn pair_spectra(source: &PairSource<'_>, pairs: &mut [Vec<Complex<f64>>], fused:
             match pairs {
                 [one] => pair_spectra_avx::<1>(source, [one]),
                 [one, two] => pair_spectra_avx::<2>(source, [one, two]),
-                [one, two, three] => pair_spectra_avx::<3>(source, [one, two, three]),
-                [one, two, three, four] => pair_spectra_avx::<4>(source, [one, two, three, four]),
                 _ => unreachable!("one or two blocks at a time"),
             };
         }
