@@ -68,74 +68,57 @@ pub mod avx2 {
     use super::{rows_generic, Complex, FILTERS, PAIRS};
     use std::arch::x86_64::*;
 
-    /// [`super::RowsFn`] for f32.
-    ///
-    /// # Safety
-    /// As [`super::RowsFn`]; AVX2 is available.
-    #[target_feature(enable = "avx2")]
-    pub unsafe fn f32_rows(columns: &[&[Complex<f64>]; PAIRS], bias: &[f64; FILTERS], width: usize, dst: *mut f32, pitch: usize, stream: bool) {
-        let steps = columns[0].len();
-        if width != FILTERS || columns.iter().any(|column| column.len() != steps) {
-            // SAFETY: the caller's contract.
-            return unsafe { rows_generic(columns, bias, width, dst, pitch, stream) };
-        }
-        let mut biases = [_mm256_setzero_pd(); FILTERS / 4];
-        for (quarter, b) in biases.iter_mut().enumerate() {
-            // SAFETY: four of the FILTERS biases.
-            *b = unsafe { _mm256_loadu_pd(bias.as_ptr().add(4 * quarter)) };
-        }
-        for i in 0..steps {
-            // SAFETY: row i has FILTERS writable elements (caller); every column has `steps` values.
-            unsafe {
-                let row = dst.add(i * pitch);
-                let aligned = stream && (row as usize).is_multiple_of(16);
-                for (quarter, b) in biases.iter().enumerate() {
-                    let low = _mm_loadu_pd(columns[2 * quarter].as_ptr().add(i).cast());
-                    let high = _mm_loadu_pd(columns[2 * quarter + 1].as_ptr().add(i).cast());
-                    let values = _mm256_cvtpd_ps(_mm256_add_pd(_mm256_set_m128d(high, low), *b));
-                    if aligned {
-                        _mm_stream_ps(row.add(4 * quarter), values);
-                    } else {
-                        _mm_storeu_ps(row.add(4 * quarter), values);
+    macro_rules! rows {
+        ($name:ident, $t:ty, |$at:ident, $values:ident, $aligned:ident| $store:block) => {
+            /// [`super::RowsFn`] for this type.
+            ///
+            /// # Safety
+            /// As [`super::RowsFn`]; AVX2 is available.
+            #[target_feature(enable = "avx2")]
+            pub unsafe fn $name(columns: &[&[Complex<f64>]; PAIRS], bias: &[f64; FILTERS], width: usize, dst: *mut $t, pitch: usize, stream: bool) {
+                let steps = columns[0].len();
+                if width != FILTERS || columns.iter().any(|column| column.len() != steps) {
+                    // SAFETY: the caller's contract.
+                    return unsafe { rows_generic(columns, bias, width, dst, pitch, stream) };
+                }
+                let mut biases = [_mm256_setzero_pd(); FILTERS / 4];
+                for (quarter, b) in biases.iter_mut().enumerate() {
+                    // SAFETY: four of the FILTERS biases.
+                    *b = unsafe { _mm256_loadu_pd(bias.as_ptr().add(4 * quarter)) };
+                }
+                for i in 0..steps {
+                    // SAFETY: row i has FILTERS writable elements (caller); every column has `steps`
+                    // values; streamed quarters are 16-byte aligned.
+                    unsafe {
+                        let row = dst.add(i * pitch);
+                        let $aligned = stream && (row as usize).is_multiple_of(16);
+                        for (quarter, b) in biases.iter().enumerate() {
+                            let low = _mm_loadu_pd(columns[2 * quarter].as_ptr().add(i).cast());
+                            let high = _mm_loadu_pd(columns[2 * quarter + 1].as_ptr().add(i).cast());
+                            let ($at, $values) = (row.add(4 * quarter), _mm256_add_pd(_mm256_set_m128d(high, low), *b));
+                            $store
+                        }
                     }
                 }
             }
-        }
+        };
     }
 
-    /// [`super::RowsFn`] for f64.
-    ///
-    /// # Safety
-    /// As [`super::RowsFn`]; AVX2 is available.
-    #[target_feature(enable = "avx2")]
-    pub unsafe fn f64_rows(columns: &[&[Complex<f64>]; PAIRS], bias: &[f64; FILTERS], width: usize, dst: *mut f64, pitch: usize, stream: bool) {
-        let steps = columns[0].len();
-        if width != FILTERS || columns.iter().any(|column| column.len() != steps) {
-            // SAFETY: the caller's contract.
-            return unsafe { rows_generic(columns, bias, width, dst, pitch, stream) };
+    rows!(f32_rows, f32, |at, values, aligned| {
+        let values = _mm256_cvtpd_ps(values);
+        if aligned {
+            _mm_stream_ps(at, values);
+        } else {
+            _mm_storeu_ps(at, values);
         }
-        let mut biases = [_mm256_setzero_pd(); FILTERS / 4];
-        for (quarter, b) in biases.iter_mut().enumerate() {
-            // SAFETY: four of the FILTERS biases.
-            *b = unsafe { _mm256_loadu_pd(bias.as_ptr().add(4 * quarter)) };
+    });
+
+    rows!(f64_rows, f64, |at, values, aligned| {
+        if aligned {
+            _mm_stream_pd(at, _mm256_castpd256_pd128(values));
+            _mm_stream_pd(at.add(2), _mm256_extractf128_pd::<1>(values));
+        } else {
+            _mm256_storeu_pd(at, values);
         }
-        for i in 0..steps {
-            // SAFETY: row i has FILTERS writable elements (caller); every column has `steps` values.
-            unsafe {
-                let row = dst.add(i * pitch);
-                let aligned = stream && (row as usize).is_multiple_of(16);
-                for (quarter, b) in biases.iter().enumerate() {
-                    let low = _mm_loadu_pd(columns[2 * quarter].as_ptr().add(i).cast());
-                    let high = _mm_loadu_pd(columns[2 * quarter + 1].as_ptr().add(i).cast());
-                    let at = row.add(4 * quarter);
-                    if aligned {
-                        _mm_stream_pd(at, _mm_add_pd(low, _mm256_castpd256_pd128(*b)));
-                        _mm_stream_pd(at.add(2), _mm_add_pd(high, _mm256_extractf128_pd::<1>(*b)));
-                    } else {
-                        _mm256_storeu_pd(at, _mm256_add_pd(_mm256_set_m128d(high, low), *b));
-                    }
-                }
-            }
-        }
-    }
+    });
 }
