@@ -3,6 +3,7 @@
 //! filters, where the GEMM path would waste all but one lane of its filter block.
 //! Accumulators for `ROWS` output steps x `LANES` channels stay in registers over all taps.
 
+use super::aligned::LineAligned;
 use super::tile::{tile_source, TileLayout, TileSource, TILE_TARGET_BYTES};
 use super::{for_each_item, min_tiles, use_avx2, Element, SharedOut, Simd};
 use crate::geometry::Geometry;
@@ -12,8 +13,8 @@ use std::mem::MaybeUninit;
 
 /// Weights as `[tap][channel]`.
 #[derive(Debug, Clone)]
-pub struct DepthwiseWeights<T> {
-    pub data: Vec<T>,
+pub struct DepthwiseWeights<T: Element> {
+    pub data: LineAligned<T>,
     pub kernel_size: usize,
     pub channels: usize,
 }
@@ -22,7 +23,10 @@ impl<T: Element> DepthwiseWeights<T> {
     /// Packs a Keras-layout depthwise kernel `(kernel_size, 1, channels)`.
     pub fn new(kernel: ArrayView3<T>) -> Self {
         let (kernel_size, _, channels) = kernel.dim();
-        let data = kernel.iter().copied().collect();
+        let mut data = LineAligned::zeros(kernel.len());
+        for (w, &v) in data.iter_mut().zip(kernel.iter()) {
+            *w = v;
+        }
         DepthwiseWeights { data, kernel_size, channels }
     }
 }

@@ -9,6 +9,7 @@
 //! for a segment `s[i] = x_pad[t0 + i]`, the circular convolution `z = s (*) h` gives
 //! `z[span - 1 + i] = y[t0 + i]` for `i < n - span + 1`, where no wrap-around reaches.
 
+use super::aligned::LineAligned;
 use super::fft_rows::{to_output, FILTERS, PAIRS};
 use super::{for_each_item_with, Element, SharedOut};
 use crate::geometry::Geometry;
@@ -75,7 +76,7 @@ pub struct FftWeights<T: Element> {
     groups: usize,
     /// Kernel spectra scaled by `1 / n` (exact: `n` is a power of two), in [`Packed`] layout
     /// per filter: `[group][filter][chunk][channel]`.
-    spectra: Vec<f64>,
+    spectra: LineAligned<f64>,
     forward: Arc<dyn RealToComplex<f64>>,
     /// Complex, of length `n`: each transform turns the spectra of two filters into both outputs.
     inverse: Arc<dyn Fft<f64>>,
@@ -143,7 +144,7 @@ impl<T: Element> FftWeights<T> {
         let inverse = FftPlanner::<f64>::new().plan_fft_inverse(n);
         let scale = 1.0 / n as f64;
         let per_filter = Packed::len(n, in_per_group);
-        let mut spectra = vec![0.0; filters * per_filter];
+        let mut spectra = LineAligned::<f64>::zeros(filters * per_filter);
         let out = SharedOut(spectra.as_mut_ptr());
         let done = AtomicUsize::new(0);
         let zero = Complex::new(0.0, 0.0);
@@ -310,7 +311,7 @@ struct Scratch {
     /// For the transforms' own use.
     transform: Vec<Complex<f64>>,
     /// The run's input spectra, `[block]` of [`Packed`] channels; the bins past the last stay zero.
-    inputs: Vec<f64>,
+    inputs: LineAligned<f64>,
     /// Pair spectra, transformed in place: `[pair][block]`.
     pairs: Vec<Vec<Complex<f64>>>,
 }
@@ -357,7 +358,7 @@ pub fn run<T: Element>(
             signal: vec![0.0; n],
             spectrum: vec![zero; bins],
             transform: vec![zero; transform_scratch],
-            inputs: vec![0.0; run_len.min(blocks) * block_len],
+            inputs: LineAligned::zeros(run_len.min(blocks) * block_len),
             pairs: vec![vec![zero; n]; PAIRS * run_len],
         })
     };

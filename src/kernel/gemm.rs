@@ -6,6 +6,7 @@
 use super::microkernel::{KernelFn, Lhs, MicroKernel, Strip, MAX_TILE};
 use super::tile::{tile_source, TileLayout, TileSource, LARGE_TILE_TARGET_BYTES, TILE_TARGET_BYTES};
 use super::transpose::{Transpose, Walk};
+use super::aligned::LineAligned;
 use super::{for_each_item, min_tiles, Element, SharedOut, Simd};
 use crate::geometry::Geometry;
 use crate::params::DataFormat;
@@ -14,11 +15,9 @@ use std::mem::MaybeUninit;
 
 /// Kernel weights in micro-kernel order: `[group][filter block][tap * in_per_group + c][NR]`,
 /// zero past the group's last filter.
-#[derive(Debug)]
-pub struct PackedWeights<T> {
-    /// The weights from `start`, which lies on a cache line.
-    storage: Vec<T>,
-    start: usize,
+#[derive(Debug, Clone)]
+pub struct PackedWeights<T: Element> {
+    pub data: LineAligned<T>,
     pub nr: usize,
     pub kernel_size: usize,
     pub in_per_group: usize,
@@ -33,8 +32,7 @@ impl<T: Element> PackedWeights<T> {
         let fg = filters / groups;
         let blocks = fg.div_ceil(nr);
         let depth = kernel_size * in_per_group;
-        let (mut storage, start) = line_aligned(groups * blocks * depth * nr);
-        let data = &mut storage[start..];
+        let mut data = LineAligned::zeros(groups * blocks * depth * nr);
         for g in 0..groups {
             for fb in 0..blocks {
                 let panel = &mut data[(g * blocks + fb) * depth * nr..][..depth * nr];
@@ -51,12 +49,7 @@ impl<T: Element> PackedWeights<T> {
                 }
             }
         }
-        PackedWeights { storage, start, nr, kernel_size, in_per_group, filters, groups }
-    }
-
-    /// The packed weights.
-    pub fn data(&self) -> &[T] {
-        &self.storage[self.start..][..self.groups * self.blocks_per_group() * self.depth() * self.nr]
+        PackedWeights { data, nr, kernel_size, in_per_group, filters, groups }
     }
 
     fn blocks_per_group(&self) -> usize {
@@ -65,26 +58,6 @@ impl<T: Element> PackedWeights<T> {
 
     fn depth(&self) -> usize {
         self.kernel_size * self.in_per_group
-    }
-}
-
-/// Zeros for `len` elements from a start on a cache line, and that start. A filter block's
-/// row of weights is one or two registers: on a cache line, the micro-kernel's loads of them
-/// never straddle two lines.
-fn line_aligned<T: Element>(len: usize) -> (Vec<T>, usize) {
-    const CACHE_LINE: usize = 64;
-    let storage = vec![T::zero(); len + CACHE_LINE / std::mem::size_of::<T>()];
-    let start = (storage.as_ptr() as usize).wrapping_neg() % CACHE_LINE / std::mem::size_of::<T>();
-    (storage, start)
-}
-
-/// A copy on a cache line of its own (a derived clone would keep the start, not the alignment).
-impl<T: Element> Clone for PackedWeights<T> {
-    fn clone(&self) -> Self {
-        let data = self.data();
-        let (mut storage, start) = line_aligned(data.len());
-        storage[start..start + data.len()].copy_from_slice(data);
-        PackedWeights { storage, start, ..*self }
     }
 }
 
@@ -215,7 +188,7 @@ pub fn run<T: Element>(
                 let t0 = t_begin + panel * mr;
                 let cols = nr.min(fg - fb * nr);
                 let o0 = g * fg + fb * nr;
-                let b = weights.data()[(g * blocks + fb) * panel_len + slice_start * nr..].as_ptr();
+                let b = weights.data[(g * blocks + fb) * panel_len + slice_start * nr..].as_ptr();
                 let bias_ptr = bias_blocks[(g * blocks + fb) * nr..].as_ptr();
                 // im2col tiles hold MR rows only: repack when the rows change.
                 let start = if layout.im2col { t0 } else { t_begin };
@@ -416,23 +389,3 @@ fn prefetch_next_panel_rows<T>(layout: &TileLayout, tile: &TileSource<T>, step: 
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::PackedWeights;
-
-    #[test]
-    fn packed_weights_and_their_clones_start_on_a_cache_line() {
-        let kernel = ndarray::Array3::<f32>::from_shape_fn((3, 5, 20), |(j, c, o)| (j * 100 + c * 10 + o) as f32);
-        let packed = PackedWeights::new(kernel.view(), 1, 16);
-        // Filter 17 is lane 1 of the second block; taps then channels within it.
-        let depth = 3 * 5;
-        assert_eq!(packed.data().len(), 2 * depth * 16);
-        assert_eq!(packed.data()[(depth + 2 * 5 + 4) * 16 + 1], kernel[[2, 4, 17]]);
-        for _ in 0..8 {
-            let copy = packed.clone();
-            assert_eq!(copy.data(), packed.data());
-            assert!((copy.data().as_ptr() as usize).is_multiple_of(64));
-        }
-        assert!((packed.data().as_ptr() as usize).is_multiple_of(64));
-    }
-}

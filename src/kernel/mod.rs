@@ -1,6 +1,7 @@
 //! Compute kernels and the choice between them. Kernels see explicit padding and
 //! validated sizes only (see [`crate::geometry::Geometry`]).
 
+pub mod aligned;
 pub mod depthwise;
 pub mod depthwise_steps;
 pub mod fft;
