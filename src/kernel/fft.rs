@@ -220,7 +220,7 @@ impl PairSource<'_> {
 /// two real outputs on block `b`, so one complex inverse transform yields both:
 /// `y1 = re z`, `y2 = im z`. A real signal's DC and Nyquist bins are real; rounding must not
 /// say otherwise.
-fn pair_spectra(source: &PairSource<'_>, pairs: &mut [Vec<Complex<f64>>], fused: bool) {
+fn pair_spectra(source: &PairSource<'_>, pairs: &mut [LineAligned<Complex<f64>>], fused: bool) {
     assert!(source.holds(pairs.len()), "spectra of every channel and block");
     assert!(pairs.iter().all(|pair| pair.len() == source.n), "pair spectra as long as the transform");
     let half = source.n / 2;
@@ -260,7 +260,7 @@ fn pair_spectra(source: &PairSource<'_>, pairs: &mut [Vec<Complex<f64>>], fused:
 /// AVX2 and FMA are available; the spectra are as [`pair_spectra`] asserts.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn pair_spectra_avx<const R: usize>(source: &PairSource<'_>, mut pairs: [&mut Vec<Complex<f64>>; R]) {
+unsafe fn pair_spectra_avx<const R: usize>(source: &PairSource<'_>, mut pairs: [&mut LineAligned<Complex<f64>>; R]) {
     use std::arch::x86_64::*;
     let half = source.n / 2;
     let inputs = source.inputs.as_ptr();
@@ -306,14 +306,14 @@ fn to_f64<T: Element>(v: T) -> f64 {
 
 /// Buffers each worker reuses from one work item to the next.
 struct Scratch {
-    signal: Vec<f64>,
-    spectrum: Vec<Complex<f64>>,
+    signal: LineAligned<f64>,
+    spectrum: LineAligned<Complex<f64>>,
     /// For the transforms' own use.
-    transform: Vec<Complex<f64>>,
+    transform: LineAligned<Complex<f64>>,
     /// The run's input spectra, `[block]` of [`Packed`] channels; the bins past the last stay zero.
     inputs: LineAligned<f64>,
     /// Pair spectra, transformed in place: `[pair][block]`.
-    pairs: Vec<Vec<Complex<f64>>>,
+    pairs: Vec<LineAligned<Complex<f64>>>,
 }
 
 /// Runs the convolution (stride 1) into `out`, writing every element.
@@ -343,7 +343,6 @@ pub fn run<T: Element>(
         return;
     }
     let out_ptr = SharedOut(out.as_mut_ptr().cast::<T>());
-    let zero = Complex::new(0.0, 0.0);
     let fused = super::use_avx2(simd);
     let channels_last = geo.data_format == DataFormat::ChannelsLast;
     let write_rows = T::fft_rows(simd);
@@ -355,11 +354,11 @@ pub fn run<T: Element>(
     let silent = vec![0.0; if fg % 2 == 1 { block_len } else { 0 }];
     let new_scratch = |_: &super::CallState| {
         Some(Scratch {
-            signal: vec![0.0; n],
-            spectrum: vec![zero; bins],
-            transform: vec![zero; transform_scratch],
+            signal: LineAligned::zeros(n),
+            spectrum: LineAligned::zeros(bins),
+            transform: LineAligned::zeros(transform_scratch),
             inputs: LineAligned::zeros(run_len.min(blocks) * block_len),
-            pairs: vec![vec![zero; n]; PAIRS * run_len],
+            pairs: (0..PAIRS * run_len).map(|_| LineAligned::zeros(n)).collect(),
         })
     };
 
