@@ -3,10 +3,10 @@
 //! input rows its output steps read into a contiguous, zero-padded tile, and the
 //! micro-kernel reads every tap straight from that tile. Extra memory is one tile per worker.
 
+use super::aligned::LineAligned;
 use super::microkernel::{KernelFn, Lhs, MicroKernel, Strip, MAX_TILE};
 use super::tile::{tile_source, TileLayout, TileSource, LARGE_TILE_TARGET_BYTES, TILE_TARGET_BYTES};
 use super::transpose::{Transpose, Walk};
-use super::aligned::LineAligned;
 use super::{for_each_item, min_tiles, Element, SharedOut, Simd};
 use crate::geometry::Geometry;
 use crate::params::DataFormat;
@@ -388,4 +388,3 @@ fn prefetch_next_panel_rows<T>(layout: &TileLayout, tile: &TileSource<T>, step: 
         super::prefetch_lines(tile.ptr.wrapping_add(r * tile.pitch), channels * elem);
     }
 }
-
