@@ -4,8 +4,8 @@
     python benches/backward_report.py --cases textcnn,longkernel --rounds 5
 
 Each framework computes the gradients of sum(conv1d(x, kernel, bias) * dy) with respect to
-input, kernel and bias, on 2 threads, in one process, interleaved round-robin; a time is the
-median over rounds. Each framework's gradients are checked against conv1d_rs once.
+input, kernel and bias, on 2 threads, in one process, interleaved over rounds (a new, seeded
+order each round, and one untimed call before each sample); a time is the median over rounds. Each framework's gradients are checked against conv1d_rs once.
 """
 
 from __future__ import annotations
@@ -111,9 +111,9 @@ def time_case(case: dict, rounds: int) -> dict:
             notes[name] = "gradients differ"
     samples = {name: [] for name in runs}
     for r in range(rounds):
-        order = list(runs)[r % len(runs) :] + list(runs)[: r % len(runs)]
-        for name in order:
+        for name in C.round_order(runs, r):
             C.settle()
+            runs[name]()  # untimed: the sample starts from this framework's own state
             start, calls = time.perf_counter(), 0
             while calls < 1 or time.perf_counter() - start < 0.05:
                 runs[name]()
@@ -136,8 +136,9 @@ def main() -> int:
         "",
         f"{', '.join(f'{k} {v}' for k, v in C.versions().items())}; {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; "
         "gradients of input, kernel and bias; "
-        f"median ms over {args.rounds} interleaved rounds, "
-        "waiting before each sample until the previous framework's worker threads have stopped spinning.",
+        f"median ms over {args.rounds} interleaved rounds in a new, seeded order each, "
+        "waiting before each sample until the previous framework's worker threads have stopped spinning "
+        "and making one untimed call.",
         "",
         "| case | conv1d_rs ms | torch ms | jax ms | speedup vs best |",
         "|---|---:|---:|---:|---:|",

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,6 +70,14 @@ def settle(window_s: float = 0.005, max_s: float = 0.5) -> None:
         time.sleep(window_s)
         if time.process_time() - cpu < 0.2 * window_s:
             return
+
+
+def round_order(names, round_index: int) -> list:
+    """The order of one timing round: a shuffle of its own (seeded, so runs repeat), so that no
+    framework always follows the same one, whose state in the caches and cores it inherits."""
+    order = list(names)
+    random.Random(round_index).shuffle(order)
+    return order
 
 
 def load_suite(path: Path = SUITE_PATH) -> dict:

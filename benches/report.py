@@ -6,8 +6,8 @@
     python benches/report.py --suite benches/extra.json --out benches/results/extra   # shapes outside the suite
 
 All frameworks run in this one process on 2 threads. For each case the frameworks are
-warmed up, then timed round-robin (the order rotates every round) so that a change in
-machine load hits all of them alike; a framework's time is the median over rounds of the
+warmed up, then timed in interleaved rounds (a new order each round, and one untimed call
+before each sample) so that a change in machine load hits all of them alike; a framework's time is the median over rounds of the
 per-call time of a sample of back-to-back calls. The AVX2 FMA peak is measured at the
 start and the end of the run, since on a shared machine it moves with the load.
 """
@@ -123,10 +123,10 @@ def time_case(case: dict, frameworks: list[str], args) -> dict:
     gc.disable()
     try:
         for r in range(args.rounds):
-            rotated = order[r % len(order) :] + order[: r % len(order)]
-            for fw in rotated:
+            for fw in C.round_order(order, r):
                 fn, n = built[fw].fn, reps[fw]
                 C.settle()
+                fn()  # untimed: the sample starts from this framework's own state, not the last one's
                 t0 = time.perf_counter()
                 for _ in range(n):
                     fn()
@@ -220,9 +220,9 @@ def write_markdown(run: dict, path: Path) -> None:
         )
         lines.append("")
     lines.append(
-        f"Method: all frameworks in one process, interleaved round-robin over {run['rounds']} rounds "
-        f"(order rotated each round) after a warm-up, waiting before each sample until the previous framework's "
-        f"worker threads have stopped spinning; each sample is at least {run['sample_seconds'] * 1e3:.0f} ms "
+        f"Method: all frameworks in one process, interleaved over {run['rounds']} rounds "
+        f"(a new, seeded order each round) after a warm-up, waiting before each sample until the previous framework's "
+        f"worker threads have stopped spinning and making one untimed call; each sample is at least {run['sample_seconds'] * 1e3:.0f} ms "
         "of back-to-back calls; times are the median per-call time in ms. conv1d_rs is the prepared kernel "
         "(weights packed once, as the layer holds them); *plain* is `conv1d_rs.conv1d`, which packs them on every call. "
         "torch and ort take NCW input (their native layout, transposed once outside the timing); jax and tf take NWC. "
