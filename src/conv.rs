@@ -166,7 +166,8 @@ impl<T: Element> PreparedKernel<T> {
         Self::with_use(kernel, groups, options, true)
     }
 
-    fn with_use(kernel: ArrayView3<T>, groups: usize, options: &ComputeOptions, one_call: bool) -> Result<Self> {
+    /// [`PreparedKernel::new`] or, with `one_call`, [`PreparedKernel::for_one_call`].
+    pub(crate) fn with_use(kernel: ArrayView3<T>, groups: usize, options: &ComputeOptions, one_call: bool) -> Result<Self> {
         let (kernel_size, in_per_group, filters) = kernel.dim();
         check_kernel_groups((kernel_size, in_per_group, filters), groups)?;
         kernel_size

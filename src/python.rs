@@ -7,6 +7,7 @@ use numpy::{IntoPyArray, PyArray, PyArray3, PyArrayMethods, PyReadonlyArray1, Py
 use pyo3::exceptions::{PyMemoryError, PyOverflowError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use crate::buffer_pool::BufferPool;
+use crate::kernel::aligned::{line_offset, CACHE_LINE};
 use ndarray::ArrayView3;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Condvar, Mutex, PoisonError};
@@ -161,7 +162,7 @@ fn prepare_typed<T: Element + numpy::Element>(
 ) -> PyResult<PreparedKernel<T>> {
     let kernel: PyReadonlyArray3<T> = viewable(kernel.cast::<PyArray3<T>>()?.clone())?.try_readonly()?;
     let view = kernel.as_array();
-    compute(py, || if one_call { PreparedKernel::for_one_call(view, groups, options) } else { PreparedKernel::new(view, groups, options) })
+    compute(py, || PreparedKernel::with_use(view, groups, options, one_call))
 }
 
 fn forward_typed<'py, T: Pooled>(
@@ -202,7 +203,7 @@ fn forward_typed<'py, T: Pooled>(
     // Only the margins around the array are zeroed: the kernels write every element of it.
     let data = compute_interruptible(py, watch, || {
         crate::conv::try_compute_in(recycled, padded, |buffer| {
-            start = (buffer.as_ptr() as usize).wrapping_neg() % CACHE_LINE / std::mem::size_of::<T>();
+            start = line_offset(buffer.as_ptr());
             let (margin, rest) = buffer.split_at_mut(start);
             let (out, end) = rest.split_at_mut(len);
             for value in margin.iter_mut().chain(end) {
@@ -235,8 +236,6 @@ fn dims<T>(a: &ArrayView3<'_, T>) -> [usize; 3] {
     let (p, q, r) = a.dim();
     [p, q, r]
 }
-
-const CACHE_LINE: usize = 64;
 
 static POOL_F32: BufferPool<f32> = BufferPool::new();
 static POOL_F64: BufferPool<f64> = BufferPool::new();

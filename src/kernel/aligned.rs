@@ -4,7 +4,13 @@
 use num_traits::Zero;
 use std::ops::{Deref, DerefMut};
 
-const CACHE_LINE: usize = 64;
+/// Bytes of a cache line.
+pub const CACHE_LINE: usize = 64;
+
+/// Elements from `ptr` to the next cache-line boundary (0 when it starts one).
+pub fn line_offset<T>(ptr: *const T) -> usize {
+    (ptr as usize).wrapping_neg() % CACHE_LINE / std::mem::size_of::<T>()
+}
 
 /// `len` elements from a cache-line boundary inside a slightly longer allocation.
 #[derive(Debug)]
@@ -18,7 +24,7 @@ impl<T: Copy + Zero> LineAligned<T> {
     /// `len` zeros.
     pub fn zeros(len: usize) -> Self {
         let storage = vec![T::zero(); len + CACHE_LINE / std::mem::size_of::<T>()];
-        let start = (storage.as_ptr() as usize).wrapping_neg() % CACHE_LINE / std::mem::size_of::<T>();
+        let start = line_offset(storage.as_ptr());
         LineAligned { storage, start, len }
     }
 }
