@@ -66,6 +66,28 @@ impl Packed {
     }
 }
 
+/// A real signal of one channel and the buffers of its forward transform, reused from one
+/// channel to the next.
+struct ForwardBuffers {
+    signal: LineAligned<f64>,
+    spectrum: LineAligned<Complex<f64>>,
+    /// For the transforms' own use (the inverse ones' too, in [`run`]).
+    transform: LineAligned<Complex<f64>>,
+}
+
+impl ForwardBuffers {
+    fn new(n: usize, transform_len: usize) -> Self {
+        ForwardBuffers { signal: LineAligned::zeros(n), spectrum: LineAligned::zeros(n / 2 + 1), transform: LineAligned::zeros(transform_len) }
+    }
+
+    /// Transforms the signal (which it leaves undefined) and stores its half spectrum as
+    /// `channel` of the [`Packed`] `packed`.
+    fn store(&mut self, plan: &dyn RealToComplex<f64>, packed: &mut [f64], channels: usize, channel: usize) {
+        plan.process_with_scratch(&mut self.signal, &mut self.spectrum, &mut self.transform).expect("buffers sized by the plan");
+        Packed::store(packed, channels, channel, &self.spectrum);
+    }
+}
+
 /// Kernel spectra for one dilation, ready for any input length.
 pub struct FftWeights<T: Element> {
     pub dilation_rate: usize,
@@ -139,7 +161,6 @@ impl<T: Element> FftWeights<T> {
         let fg = filters / groups;
         let span = dilation_rate * (kernel_size - 1) + 1;
         let n = fft_len(span);
-        let bins = n / 2 + 1;
         let forward = RealFftPlanner::<f64>::new().plan_fft_forward(n);
         let inverse = FftPlanner::<f64>::new().plan_fft_inverse(n);
         let scale = 1.0 / n as f64;
@@ -147,18 +168,16 @@ impl<T: Element> FftWeights<T> {
         let mut spectra = LineAligned::<f64>::zeros(filters * per_filter);
         let out = SharedOut(spectra.as_mut_ptr());
         let done = AtomicUsize::new(0);
-        let zero = Complex::new(0.0, 0.0);
-        let new_scratch = |_: &super::CallState| Some((vec![0.0; n], vec![zero; bins], forward.make_scratch_vec()));
-        for_each_item_with(filters, parallel, new_scratch, |filter, (signal, spectrum, scratch)| {
+        let new_scratch = |_: &super::CallState| Some(ForwardBuffers::new(n, forward.get_scratch_len()));
+        for_each_item_with(filters, parallel, new_scratch, |filter, buffers: &mut ForwardBuffers| {
             // SAFETY: each filter's spectra are written by its own work item only.
             let packed = unsafe { std::slice::from_raw_parts_mut(out.get().add(filter * per_filter), per_filter) };
             for c in 0..in_per_group {
-                signal.fill(0.0);
+                buffers.signal.fill(0.0);
                 for j in 0..kernel_size {
-                    signal[span - 1 - j * dilation_rate] = to_f64(kernel[[j, c, filter]]) * scale;
+                    buffers.signal[span - 1 - j * dilation_rate] = to_f64(kernel[[j, c, filter]]) * scale;
                 }
-                forward.process_with_scratch(signal, spectrum, scratch).expect("buffers sized by the plan");
-                Packed::store(packed, in_per_group, c, spectrum);
+                buffers.store(forward.as_ref(), packed, in_per_group, c);
             }
             done.fetch_add(1, Ordering::Relaxed);
         });
@@ -306,10 +325,7 @@ fn to_f64<T: Element>(v: T) -> f64 {
 
 /// Buffers each worker reuses from one work item to the next.
 struct Scratch {
-    signal: LineAligned<f64>,
-    spectrum: LineAligned<Complex<f64>>,
-    /// For the transforms' own use.
-    transform: LineAligned<Complex<f64>>,
+    buffers: ForwardBuffers,
     /// The run's input spectra, `[block]` of [`Packed`] channels; the bins past the last stay zero.
     inputs: LineAligned<f64>,
     /// Pair spectra, transformed in place: `[pair][block]`.
@@ -329,7 +345,6 @@ pub fn run<T: Element>(
     debug_assert_eq!(geo.strides, 1);
     debug_assert_eq!(weights.span, geo.halo() + 1);
     let (n, span) = (weights.n, weights.span);
-    let bins = n / 2 + 1;
     let (cg, fg) = (weights.in_per_group, weights.filters_per_group);
     let useful = n - span + 1;
     let blocks = geo.out_steps.div_ceil(useful);
@@ -354,16 +369,14 @@ pub fn run<T: Element>(
     let silent = vec![0.0; if fg % 2 == 1 { block_len } else { 0 }];
     let new_scratch = |_: &super::CallState| {
         Some(Scratch {
-            signal: LineAligned::zeros(n),
-            spectrum: LineAligned::zeros(bins),
-            transform: LineAligned::zeros(transform_scratch),
+            buffers: ForwardBuffers::new(n, transform_scratch),
             inputs: LineAligned::zeros(run_len.min(blocks) * block_len),
             pairs: (0..PAIRS * run_len).map(|_| LineAligned::zeros(n)).collect(),
         })
     };
 
     for_each_item_with(items, parallel, new_scratch, |item, scratch: &mut Scratch| {
-        let Scratch { signal, spectrum, transform, inputs, pairs } = scratch;
+        let Scratch { buffers, inputs, pairs } = scratch;
         let run = item % runs;
         let g = (item / runs) % weights.groups;
         let b = item / (runs * weights.groups);
@@ -379,6 +392,7 @@ pub fn run<T: Element>(
             let offset = (inside.start as isize - first).clamp(0, n as isize) as usize;
             for c in 0..cg {
                 let lane = x.slice(ndarray::s![b, inside.clone(), g * cg + c]);
+                let signal = &mut buffers.signal;
                 signal[..offset].fill(0.0);
                 for (i, v) in signal[offset..][..lane.len()].iter_mut().enumerate() {
                     // SAFETY: i < lane.len(). A plain strided read: ndarray's iterator over a
@@ -386,8 +400,7 @@ pub fn run<T: Element>(
                     *v = to_f64(unsafe { *lane.uget(i) });
                 }
                 signal[offset + lane.len()..].fill(0.0);
-                weights.forward.process_with_scratch(signal, spectrum, transform).expect("buffers sized by the plan");
-                Packed::store(&mut inputs[block * block_len..][..block_len], cg, c, spectrum);
+                buffers.store(weights.forward.as_ref(), &mut inputs[block * block_len..][..block_len], cg, c);
             }
         }
         let kernel_of = |filter: usize| -> &[f64] {
@@ -405,7 +418,7 @@ pub fn run<T: Element>(
                 let spectra = &mut pairs[pair * here..][..here];
                 pair_spectra(&source, spectra, fused);
                 for spectrum in spectra {
-                    weights.inverse.process_with_scratch(spectrum, transform);
+                    weights.inverse.process_with_scratch(spectrum, &mut buffers.transform);
                 }
             }
             for block in 0..here {
