@@ -5,7 +5,8 @@
 
 Each framework computes the gradients of sum(conv1d(x, kernel, bias) * dy) with respect to
 input, kernel and bias, on 2 threads, in one process, interleaved over rounds (a new, seeded
-order each round, and one untimed call before each sample); a time is the median over rounds. Each framework's gradients are checked against conv1d_rs once.
+order each round, and one untimed call before each sample); a time is the median over
+rounds. Each framework's gradients are checked against conv1d_rs once.
 """
 
 from __future__ import annotations

@@ -7,9 +7,10 @@
 
 All frameworks run in this one process on 2 threads. For each case the frameworks are
 warmed up, then timed in interleaved rounds (a new order each round, and one untimed call
-before each sample) so that a change in machine load hits all of them alike; a framework's time is the median over rounds of the
-per-call time of a sample of back-to-back calls. The AVX2 FMA peak is measured at the
-start and the end of the run, since on a shared machine it moves with the load.
+before each sample) so that a change in machine load hits all of them alike; a framework's
+time is the median over rounds of the per-call time of a sample of back-to-back calls. The
+AVX2 FMA peak is measured at the start and the end of the run, since on a shared machine it
+moves with the load.
 """
 
 from __future__ import annotations
