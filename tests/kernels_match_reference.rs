@@ -84,6 +84,7 @@ fn depthwise_with_many_channels_matches_reference() {
             seed: 7,
         };
         check::<f32>(&c, |v| v as f32).unwrap();
+        check::<f64>(&c, |v| v).unwrap();
     }
 }
 

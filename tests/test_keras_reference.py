@@ -120,7 +120,7 @@ def kernel_paths(case: dict[str, Any]) -> list[dict[str, Any]]:
     paths = [dict(algorithm="gemm"), dict(algorithm="gemm", simd="avx2"), dict(algorithm="gemm", simd="portable"), dict(algorithm="reference"),
              dict(algorithm="fft"), dict(algorithm="auto", parallel=False)]
     if kw["groups"] == channels == kw["filters"]:
-        paths += [dict(algorithm="depthwise"), dict(algorithm="depthwise", simd="portable")]
+        paths += [dict(algorithm="depthwise"), dict(algorithm="depthwise", simd="avx2"), dict(algorithm="depthwise", simd="portable")]
     return paths
 
 

@@ -337,7 +337,7 @@ pub mod x86 {
     /// Half a zmm register's worth, written with two 16-byte non-temporal stores.
     #[target_feature(enable = "avx2")]
     #[inline]
-    unsafe fn stream_half_zmm(out: *mut f32, v: __m256) {
+    pub(crate) unsafe fn stream_half_zmm(out: *mut f32, v: __m256) {
         // SAFETY: 8 writable elements, 16-byte aligned (caller's contract).
         unsafe {
             _mm_stream_ps(out, _mm256_castps256_ps128(v));
@@ -348,7 +348,7 @@ pub mod x86 {
     /// [`stream_half_zmm`] for float64: the stores move the same 32 bytes.
     #[target_feature(enable = "avx2")]
     #[inline]
-    unsafe fn stream_half_zmm_pd(out: *mut f64, v: __m256d) {
+    pub(crate) unsafe fn stream_half_zmm_pd(out: *mut f64, v: __m256d) {
         // SAFETY: 4 writable elements, 16-byte aligned (caller's contract), are 8 f32 ones.
         unsafe { stream_half_zmm(out.cast(), _mm256_castpd_ps(v)) }
     }

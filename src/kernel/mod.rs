@@ -184,6 +184,9 @@ impl Element for f32 {
 
     fn depthwise_block(simd: Simd) -> depthwise::DepthwiseBlock<f32> {
         #[cfg(target_arch = "x86_64")]
+        if use_avx512(simd) {
+            return depthwise::DepthwiseBlock { lanes: 16, run: depthwise::avx512::f32_8x16 };
+        }
         if use_avx2(simd) {
             return depthwise::DepthwiseBlock { lanes: 16, run: depthwise::avx2::f32_4x16 };
         }
@@ -243,6 +246,9 @@ impl Element for f64 {
 
     fn depthwise_block(simd: Simd) -> depthwise::DepthwiseBlock<f64> {
         #[cfg(target_arch = "x86_64")]
+        if use_avx512(simd) {
+            return depthwise::DepthwiseBlock { lanes: 8, run: depthwise::avx512::f64_8x8 };
+        }
         if use_avx2(simd) {
             return depthwise::DepthwiseBlock { lanes: 8, run: depthwise::avx2::f64_4x8 };
         }
