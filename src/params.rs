@@ -31,11 +31,10 @@ impl FromStr for Padding {
 
     /// Case-insensitive, as Keras lowercases the padding string.
     fn from_str(s: &str) -> Result<Self> {
-        match s.to_ascii_lowercase().as_str() {
-            "valid" => Ok(Padding::Valid),
-            "same" => Ok(Padding::Same),
-            "causal" => Ok(Padding::Causal),
-            _ => Err(ConvError::InvalidParameter {
+        const NAMES: [(&str, Padding); 3] = [("valid", Padding::Valid), ("same", Padding::Same), ("causal", Padding::Causal)];
+        match NAMES.iter().find(|(name, _)| name.eq_ignore_ascii_case(s)) {
+            Some(&(_, padding)) => Ok(padding),
+            None => Err(ConvError::InvalidParameter {
                 name: "padding",
                 message: format!("expected one of 'valid', 'same', 'causal'; received {s:?}"),
             }),
@@ -47,10 +46,10 @@ impl FromStr for DataFormat {
     type Err = ConvError;
 
     fn from_str(s: &str) -> Result<Self> {
-        match s.to_ascii_lowercase().as_str() {
-            "channels_last" => Ok(DataFormat::ChannelsLast),
-            "channels_first" => Ok(DataFormat::ChannelsFirst),
-            _ => Err(ConvError::InvalidParameter {
+        const NAMES: [(&str, DataFormat); 2] = [("channels_last", DataFormat::ChannelsLast), ("channels_first", DataFormat::ChannelsFirst)];
+        match NAMES.iter().find(|(name, _)| name.eq_ignore_ascii_case(s)) {
+            Some(&(_, format)) => Ok(format),
+            None => Err(ConvError::InvalidParameter {
                 name: "data_format",
                 message: format!("expected 'channels_last' or 'channels_first'; received {s:?}"),
             }),
