@@ -8,7 +8,7 @@ ints) with ``eps = 1e-7`` as in Keras 3.15.1.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
@@ -27,8 +27,7 @@ __all__ = [
 _MODULE = "keras.constraints"
 _EPSILON = 1e-7  # Keras's backend epsilon
 
-# typing.Union keeps this runtime alias valid on Python 3.9.
-Axis = Union[int, Sequence[int], None]
+Axis = int | Sequence[int] | None
 
 
 def _as_float_array(w: Any) -> np.ndarray:
