@@ -104,9 +104,10 @@ pub fn run<T: Element>(
     // Bias per filter block, zero padded to NR, so the micro-kernel adds it unconditionally.
     let mut bias_blocks = vec![T::zero(); geo.groups * blocks * nr];
     if let Some(b) = bias {
-        for g in 0..geo.groups {
-            for o in 0..fg {
-                bias_blocks[(g * blocks + o / nr) * nr + o % nr] = b[g * fg + o];
+        // A group's blocks are adjacent, so its filters' biases are too, padded at the end.
+        for (g, group) in bias_blocks.chunks_exact_mut(blocks * nr).enumerate() {
+            for (o, value) in group[..fg].iter_mut().enumerate() {
+                *value = b[g * fg + o];
             }
         }
     }
