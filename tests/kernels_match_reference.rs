@@ -340,6 +340,10 @@ fn fft_path_matches_reference_within_rounding() {
         // filters and a short odd one.
         (3, 2000, 1, 3, 21, 20, 1, Padding::Same, DataFormat::ChannelsLast),
         (2, 1200, 1, 2, 5, 30, 2, Padding::Causal, DataFormat::ChannelsFirst),
+        // Input channels gathered 8 at a time: a full gather and a short one, from channels_last
+        // rows (of two groups) and from channels_first ones.
+        (2, 600, 2, 11, 3, 40, 1, Padding::Same, DataFormat::ChannelsLast),
+        (1, 500, 1, 11, 2, 33, 2, Padding::Causal, DataFormat::ChannelsFirst),
         // Transforms of 2048 steps: one block at a time.
         (1, 5000, 1, 2, 3, 300, 1, Padding::Valid, DataFormat::ChannelsLast),
         // Outputs past 8 MiB in both types, written around the caches.
