@@ -100,6 +100,7 @@ pub(crate) fn use_avx2(simd: Simd) -> bool {
     simd != Simd::Portable && has_avx2_fma()
 }
 
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) fn use_avx512(simd: Simd) -> bool {
     simd == Simd::Auto && has_avx512()
 }
@@ -187,6 +188,7 @@ impl Element for f32 {
         if use_avx512(simd) {
             return depthwise::DepthwiseBlock { lanes: 16, run: depthwise::avx512::f32_8x16 };
         }
+        #[cfg(target_arch = "x86_64")]
         if use_avx2(simd) {
             return depthwise::DepthwiseBlock { lanes: 16, run: depthwise::avx2::f32_4x16 };
         }
@@ -249,6 +251,7 @@ impl Element for f64 {
         if use_avx512(simd) {
             return depthwise::DepthwiseBlock { lanes: 8, run: depthwise::avx512::f64_8x8 };
         }
+        #[cfg(target_arch = "x86_64")]
         if use_avx2(simd) {
             return depthwise::DepthwiseBlock { lanes: 8, run: depthwise::avx2::f64_4x8 };
         }
