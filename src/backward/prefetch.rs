@@ -4,6 +4,7 @@
 /// spread over `calls` calls of [`LinePrefetch::issue`]: a burst of prefetches would stall
 /// on the few outstanding misses a core may have.
 pub(super) struct LinePrefetch {
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     start: *const u8,
     row_bytes: usize,
     lines_per_row: usize,

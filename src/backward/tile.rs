@@ -54,6 +54,7 @@ pub(crate) struct TileKernel<T> {
 
 /// The tile routine for `T` under `simd`: explicit AVX2/FMA where the CPU has it, else portable.
 pub(crate) fn tile_kernel<T: Element>(simd: Simd) -> TileKernel<T> {
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
     let mut chosen: Option<TileKernel<T>> = None;
     #[cfg(target_arch = "x86_64")]
     if use_avx2(simd) {

@@ -37,6 +37,7 @@ impl<T: Element> DepthwiseWeights<T> {
 pub const ROWS: usize = 8;
 /// Taps taken together where consecutive taps and rows read the same input rows: as many as
 /// leave AVX2 registers for their weights (depthwise31 measured 12-17% faster with 2, 3 or 4).
+#[cfg(target_arch = "x86_64")]
 const TAPS_AT_ONCE: usize = 3;
 /// Data cache per core that a group of channel blocks is sized for.
 const L1_BYTES: usize = 32 * 1024;

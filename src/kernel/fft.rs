@@ -299,6 +299,7 @@ fn pair_spectra(source: &PairSource<'_>, pairs: &mut [LineAligned<Complex<f64>>]
     assert!(pairs.iter().all(|pair| pair.len() == source.n), "pair spectra as long as the transform");
     let half = source.n / 2;
     // Bins the vector loop leaves: the first chunk (with DC) and the Nyquist bin.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
     let mut scalar_bins = 1..half;
     #[cfg(target_arch = "x86_64")]
     if fused {

@@ -12,6 +12,7 @@ pub fn fma_peak_gflops(seconds: f64, threads: usize) -> f64 {
     let threads = threads.max(1);
     let run = || {
         let start = Instant::now();
+        #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
         let mut flops = 0.0;
         while start.elapsed().as_secs_f64() < seconds {
             #[cfg(target_arch = "x86_64")]

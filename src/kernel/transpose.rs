@@ -62,6 +62,7 @@ pub unsafe fn transpose_generic<T: Copy>(t: Transpose<T>) {
 ///
 /// # Safety
 /// As [`TransposeFn`]; `block` transposes the block it is given.
+#[cfg(target_arch = "x86_64")]
 #[inline(always)]
 unsafe fn by_blocks<T: Copy>(t: &Transpose<T>, width: usize, mut block: impl FnMut(usize, usize)) {
     let (rows, cols) = (t.rows / width * width, t.cols / width * width);
