@@ -113,7 +113,7 @@ impl ForwardBuffers {
         // SAFETY: b is a batch item, `inside` holds input steps and the channels exist.
         let origin = unsafe { x.uget([b, inside.start, first]) } as *const T;
         let signals = &mut self.signals[offset..];
-        // SAFETY (both loops): step i < len of channel row < width is inside the input.
+        // SAFETY (all loops): step i < len of channel row < width is inside the input.
         // Plain strided reads: ndarray's iterators over strided lanes cost several times more.
         if step_stride.unsigned_abs() == 1 {
             // Each channel's steps are contiguous (channels_first memory): a row at a time.
@@ -123,12 +123,30 @@ impl ForwardBuffers {
                     *v = to_f64(unsafe { *lane.offset(i as isize * step_stride) });
                 }
             }
-        } else {
-            for i in 0..len {
-                let step = origin.wrapping_offset(i as isize * step_stride);
-                for row in 0..width {
-                    signals[row * n + i] = to_f64(unsafe { *step.offset(row as isize * channel_stride) });
+            return;
+        }
+        let mut done = 0;
+        if channel_stride == 1 && width == GATHER {
+            // A whole gather of channels_last rows, four steps at a time: fixed runs of adjacent
+            // values, which the compiler loads and converts a register at a time, and four
+            // values per channel stored together.
+            const STEPS: usize = 4;
+            done = len / STEPS * STEPS;
+            for i in (0..done).step_by(STEPS) {
+                let block: [[f64; GATHER]; STEPS] = std::array::from_fn(|s| {
+                    let step = origin.wrapping_offset((i + s) as isize * step_stride);
+                    std::array::from_fn(|row| to_f64(unsafe { *step.add(row) }))
+                });
+                for row in 0..GATHER {
+                    let out: &mut [f64; STEPS] = (&mut signals[row * n + i..][..STEPS]).try_into().expect("STEPS values");
+                    *out = std::array::from_fn(|s| block[s][row]);
                 }
+            }
+        }
+        for i in done..len {
+            let step = origin.wrapping_offset(i as isize * step_stride);
+            for row in 0..width {
+                signals[row * n + i] = to_f64(unsafe { *step.offset(row as isize * channel_stride) });
             }
         }
     }
