@@ -155,3 +155,19 @@ impl Conv1dParams {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{DataFormat, Padding};
+
+    #[test]
+    fn names_parse_in_any_case_and_others_are_refused() {
+        assert_eq!("SAME".parse::<Padding>(), Ok(Padding::Same));
+        assert_eq!("causal".parse::<Padding>(), Ok(Padding::Causal));
+        assert_eq!("Valid".parse::<Padding>(), Ok(Padding::Valid));
+        assert_eq!("Channels_First".parse::<DataFormat>(), Ok(DataFormat::ChannelsFirst));
+        assert_eq!("channels_last".parse::<DataFormat>(), Ok(DataFormat::ChannelsLast));
+        assert!("full".parse::<Padding>().is_err() && "sam".parse::<Padding>().is_err());
+        assert!("nwc".parse::<DataFormat>().is_err());
+    }
+}
