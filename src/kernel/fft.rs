@@ -535,7 +535,9 @@ fn run_len(blocks: usize, block_len: usize, n: usize, parallel: bool) -> usize {
 #[cfg(test)]
 mod tests {
     use super::{relative_cost, FftWeights, MAX_RELATIVE_COST};
+    use crate::geometry::Geometry;
     use crate::kernel::{supervised, with_cancel, CancelToken};
+    use crate::params::{Conv1dParams, Padding};
     use crate::ConvError;
 
     #[test]
@@ -553,8 +555,6 @@ mod tests {
         assert_eq!(transformed, Some(false));
         assert!(FftWeights::new(kernel.view(), 1, 1, true).is_some());
     }
-    use crate::geometry::Geometry;
-    use crate::params::{Conv1dParams, Padding};
 
     /// The cost model's choice for `batch` sequences of `steps` steps, `channels` to `filters`,
     /// with a kernel kept for many calls, or used for `one_call`.
