@@ -4,7 +4,7 @@
 //! micro-kernel reads every tap straight from that tile. Extra memory is one tile per worker.
 
 use super::aligned::LineAligned;
-use super::microkernel::{KernelFn, Lhs, MicroKernel, Strip, MAX_TILE};
+use super::microkernel::{Ahead, KernelFn, Lhs, MicroKernel, Strip, MAX_TILE, PREFETCH_MAX_BYTES};
 use super::tile::{tile_source, TileLayout, TileSource, LARGE_TILE_TARGET_BYTES, TILE_TARGET_BYTES};
 use super::transpose::{Transpose, Walk};
 use super::{for_each_item, min_tiles, Element, SharedOut, Simd};
@@ -203,9 +203,6 @@ pub fn run<T: Element>(
                         tile
                     }
                 };
-                if panel_major && g == g0 && fb == 0 && !layout.im2col {
-                    prefetch_next_panel_rows(&layout, &tile, t0 - start, mr, geo.kernel_size, groups_here * cg, std::mem::size_of::<T>());
-                }
                 let tap = layout.tap_step * tile.pitch;
                 // When consecutive taps are adjacent in memory (dilation 1 over a tile of exactly
                 // the group's channels), one contiguous run of taps * channels replaces the tap
@@ -223,25 +220,32 @@ pub fn run<T: Element>(
                     weights_tap: cg * nr,
                 };
                 let rows = mr.min(geo.out_steps - t0);
+                // One full block per group: a strip runs on across the chunk's groups, whose
+                // channels, weights and filters follow one another.
+                let across_groups = panel_major && rows == mr && blocks == 1 && full_blocks == 1;
+                if panel_major && g == g0 && fb == 0 && !layout.im2col && !across_groups {
+                    prefetch_next_panel_rows(&layout, &tile, t0 - start, mr, geo.kernel_size, groups_here * cg, elem);
+                }
                 // Tiles that one kernel call takes in a row: the rest of this group's full filter
                 // blocks (panel-major), or the rest of the tile's panels (block-major), all of whose
                 // outputs go straight to their place.
-                let strip = if panel_major {
-                    if rows == mr && blocks == 1 && full_blocks == 1 {
-                        // One full block per group: the strip runs on across the chunk's groups,
-                        // whose channels, weights and filters follow one another.
-                        Strip { count: g0 + groups_here - g, a: cg, b: panel_len, bias: nr, c: nr }
-                    } else if rows == mr && fb < full_blocks {
-                        Strip { count: full_blocks - fb, a: 0, b: panel_len, bias: nr, c: nr }
+                let strip = if across_groups {
+                    let ahead = if layout.im2col { Ahead::NONE } else { ahead_across_groups(&layout, tile.pitch, mr, geo.kernel_size, cg, elem) };
+                    Strip { count: g0 + groups_here - g, a: cg, b: panel_len, bias: nr, c: nr, ahead }
+                } else if panel_major {
+                    if rows == mr && fb < full_blocks {
+                        Strip { count: full_blocks - fb, a: 0, b: panel_len, bias: nr, c: nr, ahead: Ahead::NONE }
                     } else {
                         Strip::ONE
                     }
                 } else if layout.im2col {
                     Strip::ONE
                 } else if channels_first {
-                    Strip { count: panels - panel, a: lhs.row * mr, b: 0, bias: 0, c: mr * nr }
+                    // Its prefetches depend on the slice of channels: set per slice below.
+                    Strip { count: panels - panel, a: lhs.row * mr, b: 0, bias: 0, c: mr * nr, ahead: Ahead::NONE }
                 } else if cols == nr && panel < full_panels {
-                    Strip { count: full_panels - panel, a: lhs.row * mr, b: 0, bias: 0, c: mr * geo.filters }
+                    let a = lhs.row * mr;
+                    Strip { count: full_panels - panel, a, b: 0, bias: 0, c: mr * geo.filters, ahead: ahead_down_panels(&lhs, mr, a) }
                 } else {
                     Strip::ONE
                 };
@@ -250,6 +254,7 @@ pub fn run<T: Element>(
                     for part in 0..slices.count {
                         let (first, channels) = slices.range(part);
                         let lhs = if slices.count == 1 { lhs } else { Lhs { ptr: lhs.ptr.wrapping_add(first), channels, ..lhs } };
+                        let strip = Strip { ahead: ahead_down_panels(&lhs, mr, strip.a), ..strip };
                         let (run, bias) = slices.pass(part, &mk, bias_ptr, &no_bias);
                         // SAFETY: as above, into rows t0 - t_begin.. of the block, which has the tile's
                         // steps (a multiple of mr) of nr filters; the strip's panels are this tile's;
@@ -376,12 +381,38 @@ impl ChannelSlices {
     }
 }
 
+/// Tiles ahead whose new input rows a strip down the panels asks for.
+const PREFETCH_TILES_AHEAD: usize = 2;
+
+/// For a strip of panels `step` elements apart: each tile asks for what the tile
+/// [`PREFETCH_TILES_AHEAD`] on reads past the one before it. Rows not yet touched arrive as
+/// demand misses otherwise, a stalled broadcast each.
+fn ahead_down_panels<T>(lhs: &Lhs<T>, mr: usize, step: usize) -> Ahead {
+    let bytes = step * std::mem::size_of::<T>();
+    if step == 0 || bytes > PREFETCH_MAX_BYTES {
+        return Ahead::NONE;
+    }
+    let reach = (mr - 1) * lhs.row + (lhs.taps - 1) * lhs.tap + lhs.channels;
+    Ahead { start: reach + (PREFETCH_TILES_AHEAD - 1) * step, rows: 1, pitch: 0, bytes }
+}
+
+/// For a strip across groups: each tile asks for its group's channels of the input rows that
+/// the next panel reads first, so that the panel's prefetches are spread over its tiles.
+fn ahead_across_groups(layout: &TileLayout, pitch: usize, mr: usize, taps: usize, channels: usize, elem: usize) -> Ahead {
+    let rows = mr * layout.row_step;
+    if rows * channels * elem > PREFETCH_MAX_BYTES {
+        return Ahead::NONE;
+    }
+    let first_new_row = (mr - 1) * layout.row_step + (taps - 1) * layout.tap_step + 1;
+    Ahead { start: first_new_row * pitch, rows, pitch, bytes: channels * elem }
+}
+
 /// Asks for the input rows that the panel after the one starting at tile step `step` reads
 /// first, while this panel computes: its rows arrive as demand misses otherwise, one
 /// stalled broadcast per row. Prefetches do not fault, so rows past the tile need no check.
 fn prefetch_next_panel_rows<T>(layout: &TileLayout, tile: &TileSource<T>, step: usize, mr: usize, taps: usize, channels: usize, elem: usize) {
     let rows = mr * layout.row_step;
-    if rows * channels * elem > super::microkernel::PREFETCH_MAX_BYTES {
+    if rows * channels * elem > PREFETCH_MAX_BYTES {
         return;
     }
     let last_row_read = (step + mr - 1) * layout.row_step + (taps - 1) * layout.tap_step;

@@ -41,11 +41,41 @@ pub struct Strip {
     pub b: usize,
     pub bias: usize,
     pub c: usize,
+    /// Input each tile asks for while it computes, for a tile after it.
+    pub ahead: Ahead,
 }
 
 impl Strip {
     /// A single tile.
-    pub const ONE: Strip = Strip { count: 1, a: 0, b: 0, bias: 0, c: 0 };
+    pub const ONE: Strip = Strip { count: 1, a: 0, b: 0, bias: 0, c: 0, ahead: Ahead::NONE };
+}
+
+/// Input rows a tile of a strip prefetches: `rows` runs of `bytes` bytes, `pitch` elements
+/// apart, from `start` elements past the tile's own input. Each tile asks for its share of
+/// what comes next: a hundred prefetches at once fill the queue of outstanding misses, and the
+/// loads the tile itself needs wait behind them (measured: up to 40% slower on grouped shapes
+/// whose input is not in cache).
+#[derive(Clone, Copy, Debug)]
+pub struct Ahead {
+    pub start: usize,
+    pub rows: usize,
+    pub pitch: usize,
+    pub bytes: usize,
+}
+
+impl Ahead {
+    /// Nothing to prefetch.
+    pub const NONE: Ahead = Ahead { start: 0, rows: 0, pitch: 0, bytes: 0 };
+
+    /// Asks for the share of the tile whose input starts at `a`. Prefetches do not fault: no
+    /// bounds to check.
+    #[inline(always)]
+    pub fn prefetch<T>(&self, a: *const T) {
+        let first = a.wrapping_add(self.start);
+        for r in 0..self.rows {
+            crate::kernel::prefetch_lines(first.wrapping_add(r * self.pitch), self.bytes);
+        }
+    }
 }
 
 /// Where a tile's input rows are: `taps` taps of `channels` values per output row, and how
@@ -125,22 +155,6 @@ pub mod x86 {
     use super::Lhs;
     use std::arch::x86_64::*;
 
-    /// Tiles ahead whose new input rows a strip asks for.
-    const PREFETCH_TILES_AHEAD: usize = 2;
-
-    /// Prefetches the input that tile `s + PREFETCH_TILES_AHEAD` of a strip down the panels
-    /// reads past what the tile before it read: rows not yet touched arrive as demand misses
-    /// otherwise, a stalled broadcast each. Prefetches do not fault: no bounds to check.
-    #[inline(always)]
-    fn prefetch_ahead<T>(a: &Lhs<T>, strip: &super::Strip, s: usize, rows: usize) {
-        let bytes = strip.a * std::mem::size_of::<T>();
-        if strip.a == 0 || bytes > super::PREFETCH_MAX_BYTES {
-            return;
-        }
-        let reach = (rows - 1) * a.row + (a.taps - 1) * a.tap + a.channels;
-        crate::kernel::prefetch_lines(a.ptr.wrapping_add(reach + (s + PREFETCH_TILES_AHEAD - 1) * strip.a), bytes);
-    }
-
     macro_rules! kernel_6x2 {
         ($features:literal, $name:ident, $tile:ident, $t:ty, $half:expr, $zero:ident, $load:ident, $broadcast:ident, $fma:ident, $add:ident,
          $store:ident, $stream:ident, $cast_low:ident, $high:ident, $quarter:expr, $stream_whole:ident) => {
@@ -156,10 +170,10 @@ pub mod x86 {
             #[target_feature(enable = $features)]
             pub unsafe fn $name<const STREAM: bool, const ACC: bool>(a: Lhs<$t>, b: *const $t, bias: *const $t, c: *mut $t, ldc: usize, strip: super::Strip) {
                 for s in 0..strip.count {
-                    prefetch_ahead(&a, &strip, s, 6);
                     // SAFETY: tile `s` of the strip, which the caller vouches for.
                     unsafe {
                         let a = Lhs { ptr: a.ptr.add(s * strip.a), ..a };
+                        strip.ahead.prefetch(a.ptr);
                         $tile::<STREAM, ACC>(a, b.add(s * strip.b), bias.add(s * strip.bias), c.add(s * strip.c), ldc);
                     }
                 }
@@ -264,10 +278,10 @@ pub mod x86 {
             #[target_feature(enable = "avx2,fma")]
             pub unsafe fn $name<const ACC: bool>(a: Lhs<$t>, b: *const $t, bias: *const $t, c: *mut $t, ldc: usize, strip: super::Strip) {
                 for s in 0..strip.count {
-                    prefetch_ahead(&a, &strip, s, super::NARROW_MR);
                     // SAFETY: tile `s` of the strip, which the caller vouches for.
                     unsafe {
                         let a = Lhs { ptr: a.ptr.add(s * strip.a), ..a };
+                        strip.ahead.prefetch(a.ptr);
                         $tile::<ACC>(a, b.add(s * strip.b), bias.add(s * strip.bias), c.add(s * strip.c), ldc);
                     }
                 }
