@@ -261,15 +261,16 @@ pub mod avx2 {
             pub unsafe fn $name(a: DepthwiseArgs<$t>) {
                 let newest_tap = (a.taps - 1) * a.tap_stride;
                 for start in (0..a.rows).step_by(ROWS) {
-                    // The rows the next group of steps reads for the first time, fetched while
-                    // this group computes: demand misses on them stall every block. A prefetch
-                    // does not fault, so rows past the tile need no check.
-                    for r in ROWS..2 * ROWS {
-                        let row = a.input.wrapping_add((start + r) * a.row_stride + newest_tap);
-                        crate::kernel::prefetch_lines(row, a.blocks * $lanes * std::mem::size_of::<$t>());
-                    }
                     for b in 0..a.blocks {
                         let c = b * $lanes;
+                        // The rows the next group of steps reads for the first time, this block's
+                        // lines of them, fetched while it computes: demand misses on them stall
+                        // every block, and all blocks' lines at once stall the loads of the first
+                        // (see `microkernel::Ahead`). A prefetch does not fault, so rows past the tile need no check.
+                        for r in ROWS..2 * ROWS {
+                            let row = a.input.wrapping_add((start + r) * a.row_stride + newest_tap + c);
+                            crate::kernel::prefetch_lines(row, $lanes * std::mem::size_of::<$t>());
+                        }
                         let mut acc = [[$zero(); 2]; ROWS];
                         // SAFETY: rows start..start+ROWS exist in the tile (caller's contract).
                         let input = unsafe { a.input.add(start * a.row_stride + c) };
@@ -370,13 +371,13 @@ pub mod avx512 {
             pub unsafe fn $name(a: DepthwiseArgs<$t>) {
                 let newest_tap = (a.taps - 1) * a.tap_stride;
                 for start in (0..a.rows).step_by(ROWS) {
-                    // As in the AVX2 kernel: the rows the next steps read first, fetched early.
-                    for r in ROWS..2 * ROWS {
-                        let row = a.input.wrapping_add((start + r) * a.row_stride + newest_tap);
-                        crate::kernel::prefetch_lines(row, a.blocks * $lanes * std::mem::size_of::<$t>());
-                    }
                     for b in 0..a.blocks {
                         let c = b * $lanes;
+                        // As in the AVX2 kernel: this block's lines of the rows the next steps read first.
+                        for r in ROWS..2 * ROWS {
+                            let row = a.input.wrapping_add((start + r) * a.row_stride + newest_tap + c);
+                            crate::kernel::prefetch_lines(row, $lanes * std::mem::size_of::<$t>());
+                        }
                         let mut acc = [$zero(); ROWS];
                         // SAFETY: rows start..start+ROWS exist in the tile (caller's contract).
                         let input = unsafe { a.input.add(start * a.row_stride + c) };
