@@ -420,3 +420,58 @@ fn prefetch_next_panel_rows<T>(layout: &TileLayout, tile: &TileSource<T>, step: 
         super::prefetch_lines(tile.ptr.wrapping_add(r * tile.pitch), channels * elem);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{ahead_across_groups, ahead_down_panels, PREFETCH_TILES_AHEAD};
+    use crate::geometry::Geometry;
+    use crate::kernel::microkernel::Lhs;
+    use crate::kernel::tile::{TileLayout, TILE_TARGET_BYTES};
+    use crate::params::Conv1dParams;
+    use std::collections::BTreeSet;
+
+    const MR: usize = 6;
+
+    /// Tile rows that output rows `first..first + MR` read.
+    fn panel_rows(layout: &TileLayout, taps: usize, first: usize) -> BTreeSet<usize> {
+        (first..first + MR).flat_map(|i| (0..taps).map(move |j| i * layout.row_step + j * layout.tap_step)).collect()
+    }
+
+    #[test]
+    fn a_strip_across_groups_prefetches_the_rows_the_next_panel_reads_first() {
+        let (groups, per_group) = (8, 8);
+        for (kernel_size, strides, dilation) in [(3, 1, 1), (5, 1, 2), (4, 2, 1), (3, 3, 1), (2, 4, 1)] {
+            let params = Conv1dParams::new().strides(strides).dilation_rate(dilation).groups(groups);
+            let geo = Geometry::new([1, 2048, groups * per_group], [kernel_size, per_group, 64], None, &params).unwrap();
+            let layout = TileLayout::choose(&geo, MR, groups * per_group, 4, TILE_TARGET_BYTES, 1);
+            let pitch = groups * per_group;
+            let ahead = ahead_across_groups(&layout, pitch, MR, kernel_size, per_group, 4);
+            let fresh: Vec<usize> = panel_rows(&layout, kernel_size, MR).difference(&panel_rows(&layout, kernel_size, 0)).copied().collect();
+            let asked: Vec<usize> = (0..ahead.rows).map(|r| ahead.start / pitch + r).collect();
+            assert_eq!((ahead.start % pitch, ahead.pitch, ahead.bytes), (0, pitch, per_group * 4));
+            assert_eq!(asked, fresh, "kernel {kernel_size}, strides {strides}, dilation {dilation}");
+        }
+    }
+
+    #[test]
+    fn a_strip_down_the_panels_prefetches_what_no_earlier_tile_read() {
+        // (channels, taps, tap distance in rows): contiguous rows, as in a tile of whole rows.
+        for (channels, taps, tap_rows) in [(64, 2, 16), (128, 3, 4), (12, 7, 1), (256, 1, 1)] {
+            let lhs = Lhs { ptr: std::ptr::null::<f32>(), row: channels, tap: tap_rows * channels, taps, channels, weights_tap: 0 };
+            let step = MR * lhs.row;
+            let ahead = ahead_down_panels(&lhs, MR, step);
+            let read = |tile: usize| -> BTreeSet<usize> {
+                (0..MR)
+                    .flat_map(|i| (0..taps).flat_map(move |j| (0..channels).map(move |c| tile * step + i * lhs.row + j * lhs.tap + c)))
+                    .collect()
+            };
+            // Tile `s` of a strip that began long before it.
+            let s = 2 * taps * tap_rows + 4;
+            let earlier: BTreeSet<usize> = (0..s + PREFETCH_TILES_AHEAD).flat_map(read).collect();
+            let fresh: Vec<usize> = read(s + PREFETCH_TILES_AHEAD).difference(&earlier).copied().collect();
+            let asked: Vec<usize> = (0..ahead.bytes / 4).map(|e| s * step + ahead.start + e).collect();
+            assert_eq!(ahead.rows, 1);
+            assert_eq!(asked, fresh, "channels {channels}, taps {taps} {tap_rows} rows apart");
+        }
+    }
+}
