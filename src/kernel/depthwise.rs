@@ -266,7 +266,8 @@ pub mod avx2 {
                         // The rows the next group of steps reads for the first time, this block's
                         // lines of them, fetched while it computes: demand misses on them stall
                         // every block, and all blocks' lines at once stall the loads of the first
-                        // (see `microkernel::Ahead`). A prefetch does not fault, so rows past the tile need no check.
+                        // (see `microkernel::Ahead`). A prefetch does not fault, so rows past the
+                        // tile need no check.
                         for r in ROWS..2 * ROWS {
                             let row = a.input.wrapping_add((start + r) * a.row_stride + newest_tap + c);
                             crate::kernel::prefetch_lines(row, $lanes * std::mem::size_of::<$t>());

@@ -230,7 +230,8 @@ pub fn run<T: Element>(
                 // blocks (panel-major), or the rest of the tile's panels (block-major), all of whose
                 // outputs go straight to their place.
                 let strip = if across_groups {
-                    let ahead = if layout.im2col { Ahead::NONE } else { ahead_across_groups(&layout, tile.pitch, mr, geo.kernel_size, cg, elem) };
+                    let ahead =
+                        if layout.im2col { Ahead::NONE } else { ahead_across_groups(&layout, tile.pitch, mr, geo.kernel_size, cg, elem) };
                     Strip { count: g0 + groups_here - g, a: cg, b: panel_len, bias: nr, c: nr, ahead }
                 } else if panel_major {
                     if rows == mr && fb < full_blocks {
@@ -446,7 +447,8 @@ mod tests {
             let layout = TileLayout::choose(&geo, MR, groups * per_group, 4, TILE_TARGET_BYTES, 1);
             let pitch = groups * per_group;
             let ahead = ahead_across_groups(&layout, pitch, MR, kernel_size, per_group, 4);
-            let fresh: Vec<usize> = panel_rows(&layout, kernel_size, MR).difference(&panel_rows(&layout, kernel_size, 0)).copied().collect();
+            let (first, next) = (panel_rows(&layout, kernel_size, 0), panel_rows(&layout, kernel_size, MR));
+            let fresh: Vec<usize> = next.difference(&first).copied().collect();
             let asked: Vec<usize> = (0..ahead.rows).map(|r| ahead.start / pitch + r).collect();
             assert_eq!((ahead.start % pitch, ahead.pitch, ahead.bytes), (0, pitch, per_group * 4));
             assert_eq!(asked, fresh, "kernel {kernel_size}, strides {strides}, dilation {dilation}");
