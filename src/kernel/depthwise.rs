@@ -241,9 +241,24 @@ pub unsafe fn block_generic<T: Element, const W: usize, const FUSED: bool>(a: De
     }
 }
 
+/// Asks for block `c`'s `lanes` channels of the newest tap's input rows of output steps
+/// `first..first + steps`, which the next group of steps reads for the first time, while this
+/// one computes: demand misses on them stall every block, and all blocks' lines at once stall
+/// the loads of the first (see `microkernel::Ahead`). A prefetch does not fault, so rows past
+/// the tile need no check.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn prefetch_next_rows<T>(a: &DepthwiseArgs<T>, first: usize, steps: usize, c: usize, lanes: usize) {
+    let newest_tap = (a.taps - 1) * a.tap_stride;
+    for r in 0..steps {
+        let row = a.input.wrapping_add((first + r) * a.row_stride + newest_tap + c);
+        crate::kernel::prefetch_lines(row, lanes * std::mem::size_of::<T>());
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 pub mod avx2 {
-    use super::{DepthwiseArgs, TAPS_AT_ONCE};
+    use super::{prefetch_next_rows, DepthwiseArgs, TAPS_AT_ONCE};
     use std::arch::x86_64::*;
 
     /// Steps per pass: their 4 x 2 registers of sums, 3 x 2 of weights and 2 of inputs fill
@@ -259,19 +274,10 @@ pub mod avx2 {
             /// As `DepthwiseBlock::run`; the CPU has AVX2 and FMA.
             #[target_feature(enable = "avx2,fma")]
             pub unsafe fn $name(a: DepthwiseArgs<$t>) {
-                let newest_tap = (a.taps - 1) * a.tap_stride;
                 for start in (0..a.rows).step_by(ROWS) {
                     for b in 0..a.blocks {
                         let c = b * $lanes;
-                        // The rows the next group of steps reads for the first time, this block's
-                        // lines of them, fetched while it computes: demand misses on them stall
-                        // every block, and all blocks' lines at once stall the loads of the first
-                        // (see `microkernel::Ahead`). A prefetch does not fault, so rows past the
-                        // tile need no check.
-                        for r in ROWS..2 * ROWS {
-                            let row = a.input.wrapping_add((start + r) * a.row_stride + newest_tap + c);
-                            crate::kernel::prefetch_lines(row, $lanes * std::mem::size_of::<$t>());
-                        }
+                        prefetch_next_rows(&a, start + ROWS, ROWS, c, $lanes);
                         let mut acc = [[$zero(); 2]; ROWS];
                         // SAFETY: rows start..start+ROWS exist in the tile (caller's contract).
                         let input = unsafe { a.input.add(start * a.row_stride + c) };
@@ -357,7 +363,7 @@ pub mod avx2 {
 /// registers each, with half the loads per multiply-add. The same sums in the same order.
 #[cfg(target_arch = "x86_64")]
 pub mod avx512 {
-    use super::{DepthwiseArgs, ROWS, TAPS_AT_ONCE};
+    use super::{prefetch_next_rows, DepthwiseArgs, ROWS, TAPS_AT_ONCE};
     use crate::kernel::microkernel::x86::{stream_half_zmm, stream_half_zmm_pd};
     use std::arch::x86_64::*;
 
@@ -370,15 +376,10 @@ pub mod avx512 {
             /// As `DepthwiseBlock::run`; the CPU has AVX-512 (F and DQ), AVX2 and FMA.
             #[target_feature(enable = $features)]
             pub unsafe fn $name(a: DepthwiseArgs<$t>) {
-                let newest_tap = (a.taps - 1) * a.tap_stride;
                 for start in (0..a.rows).step_by(ROWS) {
                     for b in 0..a.blocks {
                         let c = b * $lanes;
-                        // As in the AVX2 kernel: this block's lines of the rows the next steps read first.
-                        for r in ROWS..2 * ROWS {
-                            let row = a.input.wrapping_add((start + r) * a.row_stride + newest_tap + c);
-                            crate::kernel::prefetch_lines(row, $lanes * std::mem::size_of::<$t>());
-                        }
+                        prefetch_next_rows(&a, start + ROWS, ROWS, c, $lanes);
                         let mut acc = [$zero(); ROWS];
                         // SAFETY: rows start..start+ROWS exist in the tile (caller's contract).
                         let input = unsafe { a.input.add(start * a.row_stride + c) };

@@ -224,14 +224,14 @@ pub fn run<T: Element>(
                 // channels, weights and filters follow one another.
                 let across_groups = panel_major && rows == mr && blocks == 1 && full_blocks == 1;
                 if panel_major && g == g0 && fb == 0 && !layout.im2col && !across_groups {
-                    prefetch_next_panel_rows(&layout, &tile, t0 - start, mr, geo.kernel_size, groups_here * cg, elem);
+                    next_panel_rows(&layout, tile.pitch, mr, geo.kernel_size, groups_here * cg, elem).prefetch(lhs.ptr);
                 }
                 // Tiles that one kernel call takes in a row: the rest of this group's full filter
                 // blocks (panel-major), or the rest of the tile's panels (block-major), all of whose
                 // outputs go straight to their place.
                 let strip = if across_groups {
                     let ahead =
-                        if layout.im2col { Ahead::NONE } else { ahead_across_groups(&layout, tile.pitch, mr, geo.kernel_size, cg, elem) };
+                        if layout.im2col { Ahead::NONE } else { next_panel_rows(&layout, tile.pitch, mr, geo.kernel_size, cg, elem) };
                     Strip { count: g0 + groups_here - g, a: cg, b: panel_len, bias: nr, c: nr, ahead }
                 } else if panel_major {
                     if rows == mr && fb < full_blocks {
@@ -397,9 +397,12 @@ fn ahead_down_panels<T>(lhs: &Lhs<T>, mr: usize, step: usize) -> Ahead {
     Ahead { start: reach + (PREFETCH_TILES_AHEAD - 1) * step, rows: 1, pitch: 0, bytes }
 }
 
-/// For a strip across groups: each tile asks for its group's channels of the input rows that
-/// the next panel reads first, so that the panel's prefetches are spread over its tiles.
-fn ahead_across_groups(layout: &TileLayout, pitch: usize, mr: usize, taps: usize, channels: usize, elem: usize) -> Ahead {
+/// The input rows that the next panel reads first, `channels` wide from where this panel's
+/// input starts (nothing when that is more than a few KiB): its rows arrive as demand misses
+/// otherwise, one stalled broadcast per row. A strip across groups has each tile ask for its
+/// group's channels, so that the panel's prefetches are spread over its tiles; other
+/// panel-major strips ask for all of the chunk's channels at the panel's start.
+fn next_panel_rows(layout: &TileLayout, pitch: usize, mr: usize, taps: usize, channels: usize, elem: usize) -> Ahead {
     let rows = mr * layout.row_step;
     if rows * channels * elem > PREFETCH_MAX_BYTES {
         return Ahead::NONE;
@@ -408,23 +411,9 @@ fn ahead_across_groups(layout: &TileLayout, pitch: usize, mr: usize, taps: usize
     Ahead { start: first_new_row * pitch, rows, pitch, bytes: channels * elem }
 }
 
-/// Asks for the input rows that the panel after the one starting at tile step `step` reads
-/// first, while this panel computes: its rows arrive as demand misses otherwise, one
-/// stalled broadcast per row. Prefetches do not fault, so rows past the tile need no check.
-fn prefetch_next_panel_rows<T>(layout: &TileLayout, tile: &TileSource<T>, step: usize, mr: usize, taps: usize, channels: usize, elem: usize) {
-    let rows = mr * layout.row_step;
-    if rows * channels * elem > PREFETCH_MAX_BYTES {
-        return;
-    }
-    let last_row_read = (step + mr - 1) * layout.row_step + (taps - 1) * layout.tap_step;
-    for r in last_row_read + 1..=last_row_read + rows {
-        super::prefetch_lines(tile.ptr.wrapping_add(r * tile.pitch), channels * elem);
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::{ahead_across_groups, ahead_down_panels, PREFETCH_TILES_AHEAD};
+    use super::{ahead_down_panels, next_panel_rows, PREFETCH_TILES_AHEAD};
     use crate::geometry::Geometry;
     use crate::kernel::microkernel::Lhs;
     use crate::kernel::tile::{TileLayout, TILE_TARGET_BYTES};
@@ -446,7 +435,7 @@ mod tests {
             let geo = Geometry::new([1, 2048, groups * per_group], [kernel_size, per_group, 64], None, &params).unwrap();
             let layout = TileLayout::choose(&geo, MR, groups * per_group, 4, TILE_TARGET_BYTES, 1);
             let pitch = groups * per_group;
-            let ahead = ahead_across_groups(&layout, pitch, MR, kernel_size, per_group, 4);
+            let ahead = next_panel_rows(&layout, pitch, MR, kernel_size, per_group, 4);
             let (first, next) = (panel_rows(&layout, kernel_size, 0), panel_rows(&layout, kernel_size, MR));
             let fresh: Vec<usize> = next.difference(&first).copied().collect();
             let asked: Vec<usize> = (0..ahead.rows).map(|r| ahead.start / pitch + r).collect();
